@@ -1,0 +1,3 @@
+"""mpcloud operator: kopf handlers, the local control plane and the `mpcloud` CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,24 @@
+"""The `mpcloud` command line: local cluster, operator, and offline replay tools."""
+
+from __future__ import annotations
+
+import click
+
+from mpcloud_operator import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mpcloud")
+def main() -> None:
+    """mpcloud: mini-program cloud on Kubernetes."""
+
+
+def _register() -> None:
+    # Subcommands live beside the code they drive; each module exposes one click command or group.
+    from mpcloud_operator.commands import keepalive, replay
+
+    main.add_command(replay.replay)
+    main.add_command(keepalive.keepalive)
+
+
+_register()

@@ -1,0 +1,1 @@
+"""Subcommands of the `mpcloud` CLI (thin: parse options, call library code, print)."""
