@@ -1,0 +1,1 @@
+"""Shared Kubernetes mechanics used by every custom resource kind (conditions, later SSA, events, metrics)."""

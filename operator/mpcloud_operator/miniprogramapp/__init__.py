@@ -1,0 +1,1 @@
+"""MiniProgramApp: the cloud-hosting custom resource (model → resources → handlers)."""
