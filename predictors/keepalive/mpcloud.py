@@ -29,9 +29,10 @@ from predictors.keepalive.policies import NEVER, Policy
 
 
 class MpcloudPolicy(Policy):
-    def __init__(self, cold_cost_mb_min: float = 2000.0, range_minutes: int = 240, prior_weight: float = 1.0,
+    def __init__(self, cold_cost_mb_min: float = 80000.0, range_minutes: int = 240, prior_weight: float = 1.0,
                  decay: float = 0.99, prior_every: int = 30, oob_margin: float = 0.05, spread: float = 0.25,
-                 spread_weight: float = 2.0, default_prior_weight: float = 10.0, name: str = "mpcloud"):
+                 spread_weight: float = 2.0, default_prior_weight: float = 10.0,
+                 periodic_boost: float = 4.0, name: str = "mpcloud"):
         self.name = name
         self.lam = float(cold_cost_mb_min)
         self.B = int(range_minutes)
@@ -42,6 +43,7 @@ class MpcloudPolicy(Policy):
         self.spread = float(spread)
         self.spread_weight = float(spread_weight)
         self.default_prior_weight = float(default_prior_weight)
+        self.periodic_boost = float(periodic_boost)
 
     def reset(self, n_functions, memory_mb, future=None):
         super().reset(n_functions, memory_mb, future)
@@ -53,6 +55,8 @@ class MpcloudPolicy(Policy):
         self.default_prior = default_gap_prior(B)
         self.prior = self.default_prior.copy()
         self.oob_pred = np.zeros(n_functions)
+        self.prev_gap = np.zeros(n_functions, dtype=np.int64)
+        self.run = np.zeros(n_functions)  # consecutive gaps equal (±1 min, ±2 %) to the one before: a timer
         self.oob_lo = np.zeros(n_functions, dtype=np.int64)
         self.oob_hi = np.full(n_functions, -1, dtype=np.int64)
         self.rows = np.arange(n_functions)
@@ -78,6 +82,10 @@ class MpcloudPolicy(Policy):
                 col = np.minimum(gap, self.B + 1)
                 self.hist[f, col] += 1.0
                 self.smooth[f] += self.kernel[col]
+                tol = np.maximum(1, 0.02 * gap)
+                same = np.abs(gap - self.prev_gap[f]) <= tol
+                self.run[f] = np.where(same, self.run[f] + 1, 0)
+                self.prev_gap[f] = gap
                 g = gap.astype(float)
                 fo = f[gap > self.B]
                 go = g[gap > self.B]
@@ -103,8 +111,11 @@ class MpcloudPolicy(Policy):
         n = h.sum(axis=1)
         sm = self.smooth[rows]
         sm = sm / np.maximum(n, 1e-9)[:, None]  # normalised (kernel rows sum to 1, so sum(smooth) == n)
-        beta = np.where(n > 0, self.spread_weight, 0.0)[:, None]
-        p = (h + beta * sm + self.alpha * self.prior) / (n[:, None] + beta + self.alpha)
+        # Periodicity: after k gaps in a row equal to the previous one, trust the exact histogram more.
+        shrink = 1.0 / (1.0 + self.periodic_boost * self.run[rows])
+        beta = (np.where(n > 0, self.spread_weight, 0.0) * shrink)[:, None]
+        alpha = (self.alpha * shrink)[:, None]
+        p = (h + beta * sm + alpha * self.prior) / (n[:, None] + beta + alpha)
         # P(g > k) = sum of p over columns k+1 .. B+1 (the out-of-range column counts as "longer").
         tail = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]
         beyond = np.concatenate([tail[:, 1:], np.zeros((len(rows), 1), dtype=tail.dtype)], axis=1)
