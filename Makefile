@@ -1,0 +1,43 @@
+# mpcloud developer entry points. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+PIP_INSTALL = $(PYTHON) -m pip install -q -e '.[test]'
+MPCLOUD = $(PYTHON) -m mpcloud_operator
+
+.PHONY: install binaries cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench
+
+install:
+	$(PIP_INSTALL)
+
+binaries: install  ## build (once) and cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
+	$(PYTHON) -m mpcloud_operator.cluster.binaries
+
+cluster-up: install
+	$(MPCLOUD) cluster up
+
+cluster-down:
+	$(MPCLOUD) cluster down
+
+demo: install  ## local cluster + CRDs + operator + examples, then show the result
+	$(MPCLOUD) demo
+
+demo-down:
+	$(MPCLOUD) demo --stop
+
+test: install  ## every test: unit and integration (against the real local control plane)
+	$(PYTHON) -m pytest -q
+
+test-unit: install  ## the fast subset: no cluster
+	$(PYTHON) -m pytest -q -m "not integration"
+
+test-integration: install
+	$(PYTHON) -m pytest -q -m integration
+
+crds: install  ## regenerate crds/ from the pydantic models
+	$(PYTHON) -m mpcloud_operator.crdgen
+
+crds-check: install
+	$(PYTHON) -m mpcloud_operator.crdgen --check
+
+bench: install
+	$(PYTHON) bench/scaling.py
+	$(PYTHON) bench/keepalive.py

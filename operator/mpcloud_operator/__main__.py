@@ -1,0 +1,5 @@
+"""`python -m mpcloud_operator` is the `mpcloud` command."""
+
+from mpcloud_operator.cli import main
+
+main()

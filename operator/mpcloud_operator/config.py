@@ -1,0 +1,35 @@
+"""Operator configuration: one settings object, read from the environment (MPCLOUD_*) or CLI flags."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+GROUP = "mpcloud.io"
+VERSION = "v1alpha1"
+FIELD_MANAGER = "mpcloud"
+
+
+class OperatorConfig(BaseModel):
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty = cluster-wide.")
+    health_port: int = 8081
+    metrics_port: int = 8080
+    bind_address: str = "0.0.0.0"
+    prometheus_url: str | None = None
+    lease_name: str = "mpcloud-operator"
+    lease_namespace: str = "mpcloud-system"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> OperatorConfig:
+        env = {
+            "namespaces": [n for n in os.environ.get("MPCLOUD_NAMESPACES", "").split(",") if n],
+            "health_port": os.environ.get("MPCLOUD_HEALTH_PORT"),
+            "metrics_port": os.environ.get("MPCLOUD_METRICS_PORT"),
+            "bind_address": os.environ.get("MPCLOUD_BIND_ADDRESS"),
+            "prometheus_url": os.environ.get("MPCLOUD_PROMETHEUS_URL"),
+            "lease_namespace": os.environ.get("MPCLOUD_LEASE_NAMESPACE"),
+        }
+        values = {k: v for k, v in env.items() if v not in (None, [])}
+        values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})
+        return cls.model_validate(values)

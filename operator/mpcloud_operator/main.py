@@ -1,0 +1,86 @@
+"""The operator process: leader Lease, kopf settings and handlers, /healthz, /readyz and /metrics.
+
+`mpcloud operator run` calls `run()`: serve probes and metrics, wait for the Lease (see leader.py), then
+run kopf until SIGTERM/SIGINT (kopf installs those handlers and stops gracefully), then release the Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+
+import kopf
+from kubernetes import client, config as kube_config
+from prometheus_client import start_http_server
+
+from mpcloud_operator import health, metrics
+from mpcloud_operator.config import GROUP, OperatorConfig
+from mpcloud_operator.leader import LeaderElector
+
+log = logging.getLogger("mpcloud")
+HANDLER_MODULES = ("mpcloud_operator.handlers",)
+STATE = health.HealthState()
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    # Keep kopf's own bookkeeping under our API group, not kopf.zalando.org.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 8
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, **_: object) -> None:
+    configure(settings)
+    asyncio.get_running_loop().create_task(STATE.beat())
+    STATE.ready = True
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+    return client.ApiClient()
+
+
+def run(config: OperatorConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for module in HANDLER_MODULES:
+        importlib.import_module(module)  # registers the module's kopf handlers
+    health_server = health.serve(STATE, config.bind_address, config.health_port)
+    metrics_server, _ = start_http_server(config.metrics_port, addr=config.bind_address)
+    log.info("probes on :%d (/healthz, /readyz), metrics on :%d/metrics", config.health_port, config.metrics_port)
+
+    elector = LeaderElector(_api_client(), config.lease_name, config.lease_namespace)
+    elector.acquire()
+    STATE.leader = True
+    metrics.LEADER.set(1)
+
+    def lost() -> None:
+        # Another process may already be acting: stop at once rather than finish in-flight work.
+        log.critical("lost the leader lease; exiting")
+        os._exit(1)
+
+    elector.keep_renewing(on_lost=lost)
+    try:
+        kopf.run(
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=True,  # no kopf peering: the Lease above is the only arbiter
+        )
+    finally:
+        elector.release()
+        metrics.LEADER.set(0)
+        health_server.shutdown()
+        metrics_server.shutdown()
+        log.info("operator stopped")

@@ -1,0 +1,41 @@
+"""Packaging rules of the design card."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stdlib_operator_is_not_shadowed_from_repo_root():
+    out = subprocess.run([sys.executable, "-c", "import operator; operator.itemgetter; print(operator.__file__)"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "site-packages" not in out and "/operator/" not in out.replace("\\", "/").split("lib")[0]
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_operator_package_has_its_own_import_name():
+    import mpcloud_operator
+
+    assert Path(mpcloud_operator.__file__).parent == ROOT / "operator" / "mpcloud_operator"
+
+
+def test_predictors_imports_no_kubernetes_library():
+    code = (
+        "import sys, pkgutil, importlib, predictors\n"
+        "for m in pkgutil.walk_packages(predictors.__path__, 'predictors.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('kubernetes', 'kopf', 'mpcloud_operator'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"predictors pulled in: {out.stdout}"
+
+
+def test_cli_entry_point_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "mpcloud_operator", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for cmd in ("cluster", "operator", "replay", "keepalive", "kubectl"):
+        assert cmd in out
