@@ -181,7 +181,7 @@ def make_policy(name: str) -> Policy:
     if name == "mpcloud":
         return MpcloudPolicy()
     if name.startswith("mpcloud-l"):
-        return MpcloudPolicy(cold_cost_mb_min=float(name[len("mpcloud-l"):]), name=name)
+        return MpcloudPolicy(cold_cost_minutes=float(name[len("mpcloud-l"):]), name=name)
     raise ValueError(f"unknown policy {name!r}")
 
 
