@@ -11,8 +11,6 @@ instance loaded right after the execution (no pre-warm), `lo > 1` unloads it and
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 NEVER = -(10**9)  # "never invoked" sentinel for the last invoked minute
@@ -183,7 +181,3 @@ def make_policy(name: str) -> Policy:
     if name.startswith("mpcloud-l"):
         return MpcloudPolicy(cold_cost_minutes=float(name[len("mpcloud-l"):]), name=name)
     raise ValueError(f"unknown policy {name!r}")
-
-
-def _ceil(x: float) -> int:  # kept for readability in tests
-    return int(math.ceil(x - 1e-9))
