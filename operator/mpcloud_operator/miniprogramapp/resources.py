@@ -294,7 +294,7 @@ def compute_status(
         progressing = ("True", "Creating", "waiting for the Deployment")
     elif deadline:
         progressing = ("False", "ProgressDeadlineExceeded", "the rollout made no progress")
-    elif stale or updated < desired or replicas > updated:
+    elif stale or updated < replicas:  # pods of an older template still run
         progressing = ("True", "RollingOut", f"{updated}/{desired} replicas updated")
     elif replicas != desired or available < desired:
         progressing = ("True", "Scaling", f"{available}/{desired} replicas available")
