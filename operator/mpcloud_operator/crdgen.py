@@ -23,7 +23,8 @@ import yaml
 from pydantic import BaseModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT / "crds"
+# From a source checkout (editable install) crds/ sits beside operator/; otherwise use the cwd.
+CRD_DIR = REPO_ROOT / "crds" if (REPO_ROOT / "operator").is_dir() else Path.cwd() / "crds"
 INT_OR_STRING = "x-kubernetes-int-or-string"
 
 # Keywords JSONSchemaProps accepts that we pass through unchanged.
