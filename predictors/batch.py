@@ -18,6 +18,7 @@ and pass `periods` on the per-minute ticks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,8 +39,8 @@ def _fill_nan(X: np.ndarray) -> np.ndarray:
     if not nan.any():
         return X
     tail = X[:, -60:]
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
         fill = np.nanmean(tail, axis=1)
     fill = np.nan_to_num(fill)
     return np.where(nan, fill[:, None], X)

@@ -9,7 +9,7 @@ Like Alibaba AHPA, the count is the max of several estimates, then stabilised an
   minutes in between), where upper_q is the forecaster's calibrated quantile band;
 * ``reactive`` -- ceil(last_load * (1 + reactive_margin) / C): never below what the last minute needed;
 * ``event``    -- during a declared event (and `event_lead` minutes + D before it, to pre-scale), the
-  forecast band times the event multiplier;
+  forecast band times the event multiplier times (1 + event_margin);
 * ``panic``    -- observed load above the band predicted for it: react immediately with
   ceil(last_load * panic_factor / C) plus the last minute's growth extrapolated over D + 1 minutes,
   and hold (no scale-down) for `panic_hold` minutes;
@@ -50,6 +50,7 @@ class PolicyConfig:
     max_down_step: float = 1.0
     max_up_step: int | None = None
     event_lead: int = 5
+    event_margin: float = 0.25
     events: tuple[Event, ...] = ()
 
 
@@ -101,7 +102,7 @@ class ReplicaPolicy:
         for k in range(len(upper)):
             m = self.event_multiplier(t + k)
             if m > 1.0 and (k <= D + cfg.event_lead):
-                ev = max(ev, self._ceil(float(upper[k]) * m * (1 + cfg.safety_margin)))
+                ev = max(ev, self._ceil(float(upper[k]) * m * (1 + cfg.safety_margin + cfg.event_margin)))
         if ev:
             est["event"] = ev
         have_load = last_load is not None and last_load == last_load
