@@ -232,6 +232,9 @@ def test_subresources_point_at_fields_of_the_right_type(crd, root):
     assert at(root, scale["statusReplicasPath"])["type"] == "integer"
     assert at(root, scale["labelSelectorPath"])["type"] == "string"
     assert scale["labelSelectorPath"].startswith(".status.")  # HPA needs a string selector in status
+    # GET .../scale fails while the spec path is absent: it must always be defaulted.
+    assert at(root, scale["specReplicasPath"])["default"] == 1
+    assert at(root, "spec.replicas")["default"]["desired"] == 1
 
 
 def test_printer_columns(crd, root):

@@ -20,7 +20,7 @@ def spec(**extra):
 def test_minimal_spec_gets_the_documented_defaults():
     s = MiniProgramAppSpec.model_validate(spec())
     assert s.sandbox.runtime_class_name == "kata" and not s.sandbox.allow_unsandboxed
-    assert (s.replicas.min, s.replicas.max, s.replicas.desired) == (1, 10, None)
+    assert (s.replicas.min, s.replicas.max, s.replicas.desired) == (1, 10, 1)
     assert s.scaling.mode == "reactive" and s.scaling.target_utilization == 0.7
     assert s.scaling.scale_down.stabilization_window_seconds == 300
     assert (s.resources.requests.cpu, s.resources.limits.memory) == ("100m", "512Mi")
@@ -110,7 +110,8 @@ def test_replicas_effective_is_clamped():
     assert Replicas(min=2, max=5, desired=9).effective == 5
     assert Replicas(min=2, max=5, desired=0).effective == 2
     assert Replicas(min=0, max=5, desired=0).effective == 0
-    assert Replicas(min=0, max=5).effective == 0
+    assert Replicas(min=0, max=5).effective == 1  # desired defaults to 1; the scaler takes it to 0
+    assert Replicas(min=3, max=5).effective == 3
 
 
 @pytest.mark.parametrize(("q", "value"), [

@@ -97,7 +97,7 @@ def test_runtime_class_from_sandbox():
 @pytest.mark.parametrize(("replicas", "expected"), [
     ({}, 1), ({"min": 3, "max": 5}, 3), ({"min": 2, "max": 5, "desired": 4}, 4),
     ({"min": 2, "max": 5, "desired": 40}, 5), ({"min": 2, "max": 5, "desired": 0}, 2),
-    ({"min": 0, "max": 5, "desired": 0}, 0), ({"min": 0, "max": 5}, 0),
+    ({"min": 0, "max": 5, "desired": 0}, 0), ({"min": 0, "max": 5}, 1),
 ])
 def test_deployment_replicas_clamped(replicas, expected):
     assert r.deployment(make_app(replicas=replicas))["spec"]["replicas"] == expected
@@ -235,7 +235,7 @@ CASES = [
      {"Ready": ("True", "ReplicasAvailable"), "Progressing": ("True", "Scaling")}),
     ("new template, no new pods yet", {}, dep_status(1, updated=0), [],
      {"Ready": ("True", "ReplicasAvailable"), "Progressing": ("True", "RollingOut")}),
-    ("scaled to zero", {"replicas": {"min": 0}}, dep_status(0), [],
+    ("scaled to zero", {"replicas": {"min": 0, "desired": 0}}, dep_status(0), [],
      {"Ready": ("True", "ScaledToZero"), "Progressing": ("False", "RolloutComplete")}),
     ("problems", {}, dep_status(1), ["apply Service: forbidden"],
      {"Ready": ("False", "ReconcileFailed"), "Degraded": ("True", "ReconcileFailed")}),

@@ -305,8 +305,9 @@ class Replicas(_Model):
     """Replica bounds, and the replica count set through the scale subresource.
 
     `desired` is the CRD's scale subresource `specReplicasPath` (`kubectl scale`, HPA, KEDA and the
-    mpcloud scaling loop write it). The operator clamps it to [min, max]; when unset the app runs
-    `min` replicas."""
+    mpcloud scaling loop write it). The operator clamps it to [min, max], so a larger `min` wins.
+    It defaults to 1 rather than being optional because the API server answers GET .../scale with
+    an error while the field is absent, and HPA/KEDA read the scale subresource first."""
 
     model_config = cel(MIN_LE_MAX)
 
@@ -314,8 +315,9 @@ class Replicas(_Model):
     """Fewest replicas (0 allows scale to zero)."""
     max: int = Field(default=10, ge=1, le=1000)
     """Most replicas."""
-    desired: int | None = Field(default=None, ge=0, le=1000)
-    """Replica count requested through the scale subresource; clamped to [min, max]."""
+    desired: int = Field(default=1, ge=0, le=1000)
+    """Replica count requested through the scale subresource (kubectl scale, HPA, the mpcloud
+    scaler); the app runs this clamped to [min, max]."""
 
     @model_validator(mode="after")
     def _bounds(self) -> Replicas:
@@ -328,7 +330,7 @@ class Replicas(_Model):
     @property
     def effective(self) -> int:
         """What the Deployment should run now."""
-        return self.clamp(self.desired) if self.desired is not None else self.min
+        return self.clamp(self.desired)
 
 
 EVENT_END_AFTER_START = Rule("self.end > self.start", "scaling.events[].end must be after start", ".end")
