@@ -12,11 +12,11 @@ import logging
 import os
 
 import kopf
-from kubernetes import client, config as kube_config
 from prometheus_client import start_http_server
 
 from mpcloud_operator import health, metrics
 from mpcloud_operator.config import GROUP, OperatorConfig
+from mpcloud_operator.kube.client import api_client
 from mpcloud_operator.leader import LeaderElector
 
 log = logging.getLogger("mpcloud")
@@ -45,23 +45,17 @@ async def _startup(settings: kopf.OperatorSettings, **_: object) -> None:
     STATE.ready = True
 
 
-def _api_client() -> client.ApiClient:
-    try:
-        kube_config.load_incluster_config()
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()
-    return client.ApiClient()
-
-
 def run(config: OperatorConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf logs every handler success per event (children included); mpcloud logs what it did itself.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for module in HANDLER_MODULES:
         importlib.import_module(module)  # registers the module's kopf handlers
     health_server = health.serve(STATE, config.bind_address, config.health_port)
     metrics_server, _ = start_http_server(config.metrics_port, addr=config.bind_address)
     log.info("probes on :%d (/healthz, /readyz), metrics on :%d/metrics", config.health_port, config.metrics_port)
 
-    elector = LeaderElector(_api_client(), config.lease_name, config.lease_namespace)
+    elector = LeaderElector(api_client(), config.lease_name, config.lease_namespace)
     elector.acquire()
     STATE.leader = True
     metrics.LEADER.set(1)
