@@ -1,0 +1,155 @@
+"""Fixtures that install mpcloud on the local control plane and run the operator as a real process.
+
+The operator runs as `mpcloud operator run` in a subprocess, authenticated with a token of its own
+ServiceAccount (TokenRequest API), so every integration test exercises exactly the ClusterRole in
+manifests/rbac.yaml — never cluster-admin.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[2]
+SA_NAMESPACE, SA_NAME = "mpcloud-system", "mpcloud-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
+    from mpcloud_operator.cluster import binaries
+
+    res = subprocess.run([str(binaries.binary_path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
+                         capture_output=True, text=True, input=input, timeout=120)
+    if res.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {res.stderr}")
+    return res.stdout
+
+
+@pytest.fixture(scope="session")
+def mpcloud_installed(kubeconfig: Path, api_client) -> None:
+    """CRDs, namespace and RBAC from manifests/ (the operator Deployment itself needs an image: not applied)."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts",
+            "-f", str(ROOT / "manifests" / "namespace.yaml"), "-f", str(ROOT / "manifests" / "rbac.yaml"),
+            "-f", str(ROOT / "manifests" / "runtimeclasses.yaml"))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/miniprogramapps.mpcloud.io", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(mpcloud_installed, api_client, tmp_path_factory) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount."""
+    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        SA_NAME, SA_NAMESPACE, {"spec": {"expirationSeconds": 24 * 3600}}).status.token
+    cfg = api_client.configuration
+    ca = base64.b64encode(Path(cfg.ssl_ca_cert).read_bytes()).decode()
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority-data": ca}}],
+        "users": [{"name": SA_NAME, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SA_NAME}}],
+    }
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+class OperatorProcess:
+    """`mpcloud operator run` as a child process with its own probe/metrics ports and log file."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path, name: str = "operator") -> None:
+        self.kubeconfig, self.log_path = kubeconfig, log_dir / f"{name}.log"
+        self.health_port, self.metrics_port = free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> OperatorProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("KUBECONFIG", None)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mpcloud_operator", "operator", "run", "--kubeconfig", str(self.kubeconfig),
+             "--health-port", str(self.health_port), "--metrics-port", str(self.metrics_port),
+             "--bind-address", "127.0.0.1"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        return self
+
+    def probe(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as r:
+                return r.status
+        except OSError as exc:
+            return getattr(exc, "code", 0) or 0
+
+    def wait_ready(self, timeout: float = 60) -> OperatorProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if self.probe("/readyz") == 200:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"operator not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator_factory(operator_kubeconfig, tmp_path_factory):
+    made: list[OperatorProcess] = []
+    log_dir = tmp_path_factory.mktemp("operator-logs")
+
+    def make(name: str = "operator") -> OperatorProcess:
+        proc = OperatorProcess(operator_kubeconfig, log_dir, f"{name}-{len(made)}")
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def running_operator(operator_factory):
+    """One operator for the session. Tests that stop it must start a replacement via `restart_operator`."""
+    holder = {"op": operator_factory("main").start().wait_ready()}
+    yield holder
+    holder["op"].stop()
+
+
+@pytest.fixture
+def operator(running_operator) -> OperatorProcess:
+    op = running_operator["op"]
+    if op.proc.poll() is not None:
+        pytest.fail(f"the session operator died:\n{op.log()[-3000:]}")
+    return op

@@ -1,0 +1,333 @@
+"""MiniProgramApp end to end on the real control plane, with the operator running under its own RBAC."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from tests.integration.conftest import ROOT, kubectl
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "mpcloud.io", "v1alpha1", "miniprogramapps"
+KATA_LABEL = "katacontainers.io/kata-runtime"
+CHILD_KINDS = ("deployments", "services", "serviceaccounts", "networkpolicies", "poddisruptionbudgets")
+
+
+def wait_until(fn, timeout=60.0, interval=0.25, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def example(name: str) -> dict:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+def app_body(name: str, **spec) -> dict:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MiniProgramApp", "metadata": {"name": name},
+            "spec": {"image": "nginxinc/nginx-unprivileged:1.27", "ports": [{"name": "http", "containerPort": 8080}]}}
+    body["spec"].update(spec)
+    return body
+
+
+class Apps:
+    def __init__(self, api_client, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+        self.net = client.NetworkingV1Api(api_client)
+
+    def create(self, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+
+    def get(self, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def patch(self, name: str, patch: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, patch)
+
+    def condition(self, name: str, type_: str) -> dict:
+        conds = (self.get(name).get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == type_), {})
+
+    def wait_ready(self, name: str, timeout: float = 60) -> dict:
+        def ready():
+            app = self.get(name)
+            st = app.get("status") or {}
+            cond = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+            return (cond.get("status") == "True" and cond.get("observedGeneration") == app["metadata"]["generation"]
+                    and app)
+        return wait_until(ready, timeout, what=f"{name} Ready")
+
+    def child_versions(self, name: str) -> dict[str, str]:
+        """resourceVersion and uid of every child, keyed by kind."""
+        out = {}
+        for kind, read in (("Deployment", self.apps.read_namespaced_deployment),
+                           ("Service", self.core.read_namespaced_service),
+                           ("ServiceAccount", self.core.read_namespaced_service_account),
+                           ("NetworkPolicy", self.net.read_namespaced_network_policy)):
+            obj = read(name, self.ns)
+            out[kind] = (obj.metadata.uid, obj.metadata.resource_version)
+        return out
+
+    def events(self, name: str) -> list:
+        return self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.kind=MiniProgramApp,involvedObject.name={name}").items
+
+
+@pytest.fixture
+def apps(api_client, namespace, operator) -> Apps:
+    # Pod Security "restricted" enforced by the API server itself: a non-compliant pod would be refused.
+    client.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    return Apps(api_client, namespace)
+
+
+def test_create_ready_with_pods_on_kata_nodes_only(apps):
+    apps.create(example("app-simple.yaml"))
+    app = apps.wait_ready("hello")
+    st = app["status"]
+    assert st["replicas"] == st["readyReplicas"] == st["desiredReplicas"] == 1
+    assert st["url"] == f"http://hello.{apps.ns}.svc.cluster.local:8080"
+    assert st["selector"] == "app.kubernetes.io/instance=hello,app.kubernetes.io/name=hello"
+    assert {c["type"] for c in st["conditions"]} >= {"Ready", "Progressing", "Degraded"}
+
+    pods = apps.core.list_namespaced_pod(apps.ns, label_selector="app.kubernetes.io/instance=hello").items
+    assert pods and all(p.status.phase == "Running" for p in pods)
+    kata_nodes = {n.metadata.name for n in apps.core.list_node(label_selector=f"{KATA_LABEL}=true").items}
+    for pod in pods:
+        assert pod.spec.runtime_class_name == "kata"
+        assert pod.spec.node_name in kata_nodes
+        assert pod.spec.overhead  # RuntimeClass admission added the sandbox overhead
+        assert pod.spec.automount_service_account_token is False
+        sc = pod.spec.containers[0].security_context
+        assert sc.read_only_root_filesystem and sc.allow_privilege_escalation is False
+        assert sc.capabilities.drop == ["ALL"]
+
+    dep = apps.apps.read_namespaced_deployment("hello", apps.ns)
+    owner = dep.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("MiniProgramApp", "hello", True)
+    managers = {m.manager for m in dep.metadata.managed_fields if m.operation == "Apply"}
+    assert managers == {"mpcloud"}
+    assert {e.reason for e in apps.events("hello")} >= {"Created", "Ready"}
+
+
+def test_image_update_rolls_out(apps):
+    apps.create(app_body("web", replicas={"min": 2, "max": 4}))
+    apps.wait_ready("web")
+    seen = set()
+    w = watch.Watch()
+    apps.patch("web", {"spec": {"image": "nginxinc/nginx-unprivileged:1.28"}})
+    for ev in w.stream(apps.custom.list_namespaced_custom_object, GROUP, VERSION, apps.ns, PLURAL,
+                       field_selector="metadata.name=web", timeout_seconds=60):
+        obj = ev["object"]
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        prog = conds.get("Progressing", {})
+        seen.add((prog.get("status"), prog.get("reason")))
+        ready = conds.get("Ready", {})
+        if (ready.get("status") == "True" and ready.get("observedGeneration") == obj["metadata"]["generation"]
+                and prog.get("reason") == "RolloutComplete"):
+            w.stop()
+    assert ("True", "RollingOut") in seen, seen
+    pods = apps.core.list_namespaced_pod(apps.ns, label_selector="app.kubernetes.io/instance=web").items
+    running = [p for p in pods if p.metadata.deletion_timestamp is None]
+    assert {p.spec.containers[0].image for p in running} == {"nginxinc/nginx-unprivileged:1.28"}
+
+
+def test_kubectl_scale_through_scale_subresource(apps, kubeconfig):
+    apps.create(app_body("scaled", replicas={"min": 1, "max": 5}))
+    apps.wait_ready("scaled")
+    kubectl(kubeconfig, "scale", "-n", apps.ns, "mpa/scaled", "--replicas=3")
+    wait_until(lambda: apps.apps.read_namespaced_deployment("scaled", apps.ns).status.ready_replicas == 3,
+               what="3 ready replicas")
+    wait_until(lambda: (apps.get("scaled").get("status") or {}).get("replicas") == 3, what="status.replicas 3")
+    scale = apps.custom.get_namespaced_custom_object_scale(GROUP, VERSION, apps.ns, PLURAL, "scaled")
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == "app.kubernetes.io/instance=scaled,app.kubernetes.io/name=scaled"
+    assert any(e.reason == "Scaled" for e in apps.events("scaled"))
+    # Beyond max: the operator clamps to replicas.max.
+    kubectl(kubeconfig, "scale", "-n", apps.ns, "mpa/scaled", "--replicas=50")
+    wait_until(lambda: apps.apps.read_namespaced_deployment("scaled", apps.ns).spec.replicas == 5, what="clamped")
+
+
+def test_drift_is_restored(apps):
+    apps.create(app_body("drift"))
+    apps.wait_ready("drift")
+    # Someone edits the Deployment by hand (another field manager): image and replicas.
+    apps.apps.patch_namespaced_deployment("drift", apps.ns, {"spec": {"replicas": 4, "template": {"spec": {
+        "containers": [{"name": "app", "image": "evil:latest"}]}}}})
+    wait_until(lambda: (d := apps.apps.read_namespaced_deployment("drift", apps.ns)).spec.replicas == 1
+               and d.spec.template.spec.containers[0].image == "nginxinc/nginx-unprivileged:1.27", what="restored")
+    svc = apps.core.read_namespaced_service("drift", apps.ns)
+    apps.core.patch_namespaced_service("drift", apps.ns, {"spec": {"ports": [
+        {"name": "http", "port": 8080, "targetPort": 9999}]}})
+    wait_until(lambda: apps.core.read_namespaced_service("drift", apps.ns).spec.ports[0].target_port in ("http", 8080),
+               what="service restored")
+    assert apps.core.read_namespaced_service("drift", apps.ns).metadata.uid == svc.metadata.uid
+
+
+def test_deleted_child_is_recreated(apps):
+    apps.create(app_body("phoenix"))
+    apps.wait_ready("phoenix")
+    before = apps.child_versions("phoenix")
+    apps.core.delete_namespaced_service("phoenix", apps.ns)
+    apps.net.delete_namespaced_network_policy("phoenix", apps.ns)
+    apps.apps.delete_namespaced_deployment("phoenix", apps.ns)
+
+    def recreated():
+        try:
+            after = apps.child_versions("phoenix")
+        except ApiException:
+            return False
+        return all(after[k][0] != before[k][0] for k in ("Service", "NetworkPolicy", "Deployment")) and after
+    wait_until(recreated, what="children recreated")
+    apps.wait_ready("phoenix")
+
+
+def test_no_writes_on_noop_resync(apps):
+    apps.create(app_body("steady", replicas={"min": 2, "max": 3}))
+    apps.wait_ready("steady")
+    time.sleep(2)  # let status-driven events settle
+    before = apps.child_versions("steady")
+    pdb_rv = apps.policy.read_namespaced_pod_disruption_budget("steady", apps.ns).metadata.resource_version
+    # A metadata-only change makes kopf run the update handler: a full reconcile with nothing to change.
+    apps.patch("steady", {"metadata": {"labels": {"touched": "yes"}}})
+    wait_until(lambda: apps.get("steady")["metadata"].get("annotations", {}).get(
+        "mpcloud.io/last-handled-configuration", "").find('"touched"') >= 0, what="update handled")
+    time.sleep(1)
+    assert apps.child_versions("steady") == before
+    assert apps.policy.read_namespaced_pod_disruption_budget("steady", apps.ns).metadata.resource_version == pdb_rv
+
+
+def test_schema_and_cel_reject_bad_specs_at_apply(apps, kubeconfig):
+    with pytest.raises(ApiException) as err:
+        apps.create(app_body("neg", replicas={"min": -1, "max": 2}))
+    assert err.value.status == 422 and "spec.replicas.min" in err.value.body
+    with pytest.raises(RuntimeError) as err2:
+        kubectl(kubeconfig, "apply", "-n", apps.ns, "-f", str(ROOT / "examples" / "app-invalid.yaml"))
+    assert "replicas.min must be less than or equal to replicas.max" in str(err2.value)
+    with pytest.raises(ApiException) as err3:
+        apps.create(app_body("ev", scaling={"mode": "scheduled", "capacityPerReplica": 100, "events": [
+            {"name": "promo", "start": "2026-12-12T20:00:00Z", "end": "2026-12-12T19:00:00Z",
+             "expectedMultiplier": 30}]}))
+    assert "end must be after start" in err3.value.body
+
+
+def test_missing_secret_reports_and_recovers_without_touching_others(apps):
+    apps.create(app_body("good"))
+    apps.create(app_body("needs-secret", envFrom=[{"secretRef": {"name": "db-credentials"}}]))
+    apps.wait_ready("good")
+    cond = wait_until(lambda: (c := apps.condition("needs-secret", "Ready")).get("reason") == "ReferenceNotFound"
+                      and c, what="ReferenceNotFound")
+    assert cond["status"] == "False" and "db-credentials" in cond["message"]
+    assert any(e.reason == "ReferenceNotFound" and e.type == "Warning" for e in apps.events("needs-secret"))
+    with pytest.raises(ApiException):  # nothing rolled out while the reference is missing
+        apps.apps.read_namespaced_deployment("needs-secret", apps.ns)
+    assert apps.condition("good", "Ready")["status"] == "True"
+    apps.core.create_namespaced_secret(apps.ns, {"metadata": {"name": "db-credentials"},
+                                                 "stringData": {"DATABASE_URL": "postgres://db"}})
+    apps.wait_ready("needs-secret", timeout=90)  # retried with backoff, no restart needed
+
+
+def test_missing_runtime_class_is_reported(apps):
+    with pytest.raises(ApiException):  # sanity: the class really is absent
+        client.NodeV1Api(apps.core.api_client).read_runtime_class("kata-nonexistent")
+    apps.create(app_body("nosandbox", sandbox={"runtimeClassName": "kata-nonexistent"}))
+    cond = wait_until(lambda: (c := apps.condition("nosandbox", "Ready")).get("reason") == "RuntimeClassNotFound"
+                      and c, what="RuntimeClassNotFound")
+    assert cond["status"] == "False"
+
+
+def test_deleting_the_app_lets_the_garbage_collector_remove_children(apps):
+    apps.create(app_body("gone", replicas={"min": 2, "max": 2}))
+    apps.wait_ready("gone")
+    apps.custom.delete_namespaced_custom_object(GROUP, VERSION, apps.ns, PLURAL, "gone")
+    wait_until(lambda: not apps.apps.list_namespaced_deployment(apps.ns).items
+               and not apps.core.list_namespaced_service(apps.ns).items
+               and not apps.policy.list_namespaced_pod_disruption_budget(apps.ns).items, what="children collected")
+
+
+def test_metrics_exposed(apps, operator):
+    apps.create(app_body("measured"))
+    apps.wait_ready("measured")
+    text = operator.metrics()
+    for needle in ('mpcloud_reconcile_total{kind="MiniProgramApp",result="ok"}',
+                   "mpcloud_reconcile_duration_seconds_bucket", 'mpcloud_apps{ready="True"}',
+                   f'mpcloud_desired_replicas{{name="measured",namespace="{apps.ns}"}} 1.0',
+                   f'mpcloud_ready_replicas{{name="measured",namespace="{apps.ns}"}} 1.0'):
+        assert needle in text
+
+
+def test_operator_role_is_least_privilege(api_client, mpcloud_installed):
+    user = "system:serviceaccount:mpcloud-system:mpcloud-operator"
+    authz = client.AuthorizationV1Api(api_client)
+
+    def can(verb, resource, group="", subresource=""):
+        return authz.create_subject_access_review({"spec": {"user": user, "resourceAttributes": {
+            "verb": verb, "resource": resource, "group": group, "subresource": subresource,
+            "namespace": "default"}}}).status.allowed
+
+    assert can("patch", "deployments", "apps") and can("patch", "miniprogramapps", "mpcloud.io", "status")
+    assert not can("list", "secrets") and not can("delete", "deployments", "apps")
+    assert not can("create", "pods") and not can("create", "clusterroles", "rbac.authorization.k8s.io")
+    role = yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
+    for doc in role:
+        for rule in doc.get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+def test_killed_mid_reconcile_converges_without_duplicates(apps, running_operator, operator_factory):
+    names = [f"burst-{i}" for i in range(15)]
+    for n in names:
+        apps.create(app_body(n))
+    time.sleep(0.7)
+    running_operator["op"].stop(signal.SIGKILL)  # no cleanup, no lease release
+    replacement = operator_factory("after-kill").start()
+    running_operator["op"] = replacement
+    replacement.wait_ready(timeout=60)  # waits for the dead holder's lease to expire
+    for n in names:
+        apps.wait_ready(n, timeout=90)
+    for kind in CHILD_KINDS[:4]:
+        items = getattr({"deployments": apps.apps, "services": apps.core, "serviceaccounts": apps.core,
+                         "networkpolicies": apps.net}[kind],
+                        {"deployments": "list_namespaced_deployment", "services": "list_namespaced_service",
+                         "serviceaccounts": "list_namespaced_service_account",
+                         "networkpolicies": "list_namespaced_network_policy"}[kind])(
+            apps.ns, label_selector="app.kubernetes.io/managed-by=mpcloud").items
+        assert sorted(i.metadata.name for i in items) == sorted(names), kind
+    rs = apps.apps.list_namespaced_replica_set(apps.ns).items
+    assert len(rs) == len(names)  # one ReplicaSet per app: no spurious template changes across the restart
+
+
+def test_lease_allows_a_single_active_operator(apps, running_operator, operator_factory, api_client):
+    first = running_operator["op"]
+    standby = operator_factory("standby").start()
+    time.sleep(4)
+    assert standby.probe("/healthz") == 200 and standby.probe("/readyz") == 503
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease("mpcloud-operator", "mpcloud-system")
+    holder = lease.spec.holder_identity
+    # The standby does not act: an app created now is reconciled by the leader only.
+    apps.create(app_body("solo"))
+    apps.wait_ready("solo")
+    assert "solo" not in standby.log()
+    assert first.stop(signal.SIGTERM) == 0  # clean stop releases the lease
+    standby.wait_ready(timeout=30)
+    running_operator["op"] = standby
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease("mpcloud-operator", "mpcloud-system")
+    assert lease.spec.holder_identity != holder and lease.spec.lease_transitions >= 1
+    apps.create(app_body("after-failover"))
+    apps.wait_ready("after-failover")
