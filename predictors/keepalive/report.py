@@ -23,6 +23,7 @@ class Workload:
     series_ids: list[str]
     counts: np.ndarray  # functions × minutes, on a common minute grid
     memory_mb: np.ndarray | None  # None: no meta, waste is counted in minutes
+    triggers: list[str] | None = None  # meta `trigger` per function (optional; only mpcloud reads it)
 
     @property
     def waste_unit(self) -> str:
@@ -40,14 +41,16 @@ def load_workload(trace: str | Path, meta: str | Path | None = None) -> Workload
         s = series[sid]
         counts[i, s.start_minute - start: s.start_minute - start + len(s)] = s.counts
     memory = None
+    triggers = None
     if meta is not None:
         rows = load_meta(meta)
+        triggers = [rows.get(sid, {}).get("trigger", "") or "" for sid in ids]
         mem = [float(rows[sid]["avg_allocated_mb"]) if sid in rows and rows[sid].get("avg_allocated_mb") else np.nan
                for sid in ids]
         memory = np.asarray(mem)
         # A function missing from the meta file weighs the median memory of the others.
         memory[np.isnan(memory)] = np.nanmedian(memory) if np.isfinite(memory).any() else 1.0
-    return Workload(Path(trace).name, ids, counts, memory)
+    return Workload(Path(trace).name, ids, counts, memory, triggers)
 
 
 def expand(policies: list[str] | tuple[str, ...]) -> list[str]:
@@ -65,7 +68,7 @@ def evaluate(work: Workload, policies=DEFAULT_POLICIES) -> dict:
     rows = []
     for name in expand(policies):
         t0 = time.perf_counter()
-        res = simulate(work.counts, make_policy(name), work.memory_mb)
+        res = simulate(work.counts, with_meta(make_policy(name), work.triggers), work.memory_mb)
         s = summarize(res)
         s["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(s)
@@ -77,6 +80,13 @@ def evaluate(work: Workload, policies=DEFAULT_POLICIES) -> dict:
            "waste_unit": work.waste_unit, "policies": rows}
     out["mpcloud_below_fixed_curve"] = below_fixed_curve(rows)
     return out
+
+
+def with_meta(policy, triggers):
+    """Hand the optional meta `trigger` column to a policy that reads it (mpcloud); others ignore it."""
+    if triggers is not None and hasattr(policy, "triggers"):
+        policy.triggers = list(triggers)
+    return policy
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -147,7 +157,7 @@ def _fmt(x) -> str:
 
 
 def tick_benchmark(counts: np.ndarray, memory_mb: np.ndarray | None, policy: str, n_functions: int = 10_000,
-                   ticks: int = 120, seed: int = 0) -> dict:
+                   ticks: int = 120, seed: int = 0, triggers=None) -> dict:
     """Seconds per minute tick (decide + observe) for `n_functions` functions resampled from `counts`."""
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, counts.shape[0], n_functions)
@@ -155,7 +165,8 @@ def tick_benchmark(counts: np.ndarray, memory_mb: np.ndarray | None, policy: str
     cols = (np.arange(ticks)[None, :] + shift[:, None]) % counts.shape[1]
     big = counts[pick[:, None], cols]
     mem = None if memory_mb is None else memory_mb[pick]
-    res = simulate(big, make_policy(policy), mem, time_ticks=True)
+    trig = None if triggers is None else [triggers[i] for i in pick]
+    res = simulate(big, with_meta(make_policy(policy), trig), mem, time_ticks=True)
     t = np.asarray(res.tick_seconds)
     return {"policy": policy, "functions": n_functions, "ticks": ticks, "mean_s": round(float(t.mean()), 5),
             "p99_s": round(float(np.percentile(t, 99)), 5), "max_s": round(float(t.max()), 5)}
