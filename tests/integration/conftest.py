@@ -7,7 +7,6 @@ manifests/rbac.yaml — never cluster-admin.
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import socket
@@ -18,11 +17,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-from kubernetes import client
+
+from mpcloud_operator.cluster import install
+from mpcloud_operator.cluster.install import kubectl  # noqa: F401 - re-exported for tests
 
 ROOT = Path(__file__).resolve().parents[2]
-SA_NAMESPACE, SA_NAME = "mpcloud-system", "mpcloud-operator"
 
 
 def free_port() -> int:
@@ -31,42 +30,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
-    from mpcloud_operator.cluster import binaries
-
-    res = subprocess.run([str(binaries.binary_path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
-                         capture_output=True, text=True, input=input, timeout=120)
-    if res.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {res.stderr}")
-    return res.stdout
+@pytest.fixture(scope="session")
+def mpcloud_installed(kubeconfig: Path) -> None:
+    """CRDs, namespace, RBAC and RuntimeClasses from crds/ and manifests/ (not the operator Deployment)."""
+    install.install(kubeconfig)
 
 
 @pytest.fixture(scope="session")
-def mpcloud_installed(kubeconfig: Path, api_client) -> None:
-    """CRDs, namespace and RBAC from manifests/ (the operator Deployment itself needs an image: not applied)."""
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts",
-            "-f", str(ROOT / "manifests" / "namespace.yaml"), "-f", str(ROOT / "manifests" / "rbac.yaml"),
-            "-f", str(ROOT / "manifests" / "runtimeclasses.yaml"))
-    kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/miniprogramapps.mpcloud.io", "--timeout=60s")
-
-
-@pytest.fixture(scope="session")
-def operator_kubeconfig(mpcloud_installed, api_client, tmp_path_factory) -> Path:
+def operator_kubeconfig(mpcloud_installed, kubeconfig, tmp_path_factory) -> Path:
     """A kubeconfig that authenticates as the operator's ServiceAccount."""
-    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        SA_NAME, SA_NAMESPACE, {"spec": {"expirationSeconds": 24 * 3600}}).status.token
-    cfg = api_client.configuration
-    ca = base64.b64encode(Path(cfg.ssl_ca_cert).read_bytes()).decode()
-    doc = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority-data": ca}}],
-        "users": [{"name": SA_NAME, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SA_NAME}}],
-    }
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return install.service_account_kubeconfig(kubeconfig, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
 class OperatorProcess:

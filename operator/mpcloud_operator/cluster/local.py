@@ -215,7 +215,7 @@ def _apply_runtime_classes(log: Callable[[str], None]) -> None:
     path = REPO_ROOT / "manifests" / "runtimeclasses.yaml"
     if not path.exists():
         raise ClusterError(f"{path} not found: run mpcloud from a checkout of the repository")
-    kubectl(["apply", "--server-side", "--field-manager", "mpcloud", "-f", str(path)])
+    kubectl(["apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install", "-f", str(path)])
     log("RuntimeClasses installed from manifests/runtimeclasses.yaml")
 
 

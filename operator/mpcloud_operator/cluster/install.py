@@ -1,0 +1,59 @@
+"""Install mpcloud (CRDs, namespace, RBAC, RuntimeClasses) on a cluster and mint the operator's credentials.
+
+The operator Deployment in manifests/ needs a container image; locally the operator runs as a process
+instead, authenticated with a token of its own ServiceAccount so it has exactly the ClusterRole of
+manifests/rbac.yaml (never cluster-admin).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+from mpcloud_operator.cluster import binaries
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SA_NAMESPACE, SA_NAME = "mpcloud-system", "mpcloud-operator"
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
+    res = subprocess.run([str(binaries.binary_path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
+                         capture_output=True, text=True, input=input, timeout=120)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {res.stderr.strip()}")
+    return res.stdout if res.returncode == 0 else res.stdout + res.stderr
+
+
+def install(kubeconfig: Path) -> None:
+    """Apply crds/ (a kustomization), the namespace, RBAC and RuntimeClasses, and wait for the CRDs."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
+            "-k", str(REPO_ROOT / "crds"))
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
+            *(arg for name in ("namespace.yaml", "rbac.yaml", "runtimeclasses.yaml")
+              for arg in ("-f", str(REPO_ROOT / "manifests" / name))))
+    names = [f"crd/{yaml.safe_load(p.read_text())['metadata']['name']}"
+             for p in sorted((REPO_ROOT / "crds").glob("*.yaml")) if p.name != "kustomization.yaml"]
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
+
+
+def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 24) -> Path:
+    """Write a kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API)."""
+    api = config.new_client_from_config(config_file=str(admin_kubeconfig))
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        SA_NAME, SA_NAMESPACE, {"spec": {"expirationSeconds": hours * 3600}}).status.token
+    cfg = api.configuration
+    ca = base64.b64encode(Path(cfg.ssl_ca_cert).read_bytes()).decode()
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority-data": ca}}],
+        "users": [{"name": SA_NAME, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SA_NAME}}],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(doc))
+    out.chmod(0o600)
+    return out
