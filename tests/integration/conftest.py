@@ -33,6 +33,10 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def mpcloud_installed(kubeconfig: Path) -> None:
     """CRDs, namespace, RBAC and RuntimeClasses from crds/ and manifests/ (not the operator Deployment)."""
+    from mpcloud_operator import demo
+
+    # The tests need the only operator: a `make demo` operator would hold the Lease (and act on test apps).
+    demo.stop_operator(lambda m: print(f"[tests] stopped the demo's operator: {m}"))
     install.install(kubeconfig)
 
 

@@ -154,8 +154,6 @@ def node_manifest(name: str, kata: bool, cpu: str = "16", memory: str = "64Gi", 
         "status": {
             "allocatable": resources,
             "capacity": resources,
-            "nodeInfo": {"kubeletVersion": "fake", "containerRuntimeVersion": "kata (simulated by kwok)",
-                         "operatingSystem": "linux", "architecture": "amd64"},
         },
     }
 

@@ -1,0 +1,209 @@
+"""Reconcile throughput: N MiniProgramApps applied at once on the local control plane until all are Ready.
+
+Side by side in one run (same cluster, same machine):
+  raw   — the "raw-write bound": one client process (8 threads, like the operator's 8 workers) server-side
+          applies the same child objects the operator would create (from the same pure builders), then waits
+          until every Deployment has its replicas available;
+  mpcloud — the operator (a real `mpcloud operator run` process with its own ServiceAccount) reconciles N
+          MiniProgramApps created by 8 client threads; done when every app reports Ready for its generation.
+Reported: total time, apps/s, p50/p95 time-to-Ready (per app: Ready seen − create returned), API requests per
+app made by the operator (API server's APF counter for the `service-accounts` flow schema, which only the
+operator uses here), operator peak RSS (VmHWM), and the ratio mpcloud / raw. Extra kwok nodes are added so every
+pod fits. Services accumulate across phases (ClusterIP allocation slows with their number): the table says how
+many existed.
+
+    python bench/reconcile.py [--apps 1000] [--replicas 1] [--skip-raw]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mpcloud_operator import demo  # noqa: E402
+from mpcloud_operator.cluster import install, local  # noqa: E402
+from mpcloud_operator.kube import apply as kube  # noqa: E402
+from mpcloud_operator.miniprogramapp import resources  # noqa: E402
+from mpcloud_operator.miniprogramapp.model import MiniProgramApp  # noqa: E402
+from tests.integration.conftest import OperatorProcess  # noqa: E402
+
+GROUP, VERSION, PLURAL = "mpcloud.io", "v1alpha1", "miniprogramapps"
+THREADS = 8
+
+
+def app_body(name: str, replicas: int) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MiniProgramApp", "metadata": {"name": name},
+            "spec": {"image": "nginxinc/nginx-unprivileged:1.27", "ports": [{"name": "http", "containerPort": 8080}],
+                     "replicas": {"min": min(replicas, 1), "max": max(replicas, 1), "desired": replicas},
+                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}}
+
+
+def ensure_capacity(core: client.CoreV1Api, pods: int) -> int:
+    """Add big kata-capable kwok nodes so that `pods` more pods fit (110 pods per node)."""
+    have = len(core.list_node(label_selector="mpcloud.io/bench=true").items)
+    need = pods // 100 + 1
+    for i in range(have, need):
+        node = local.node_manifest(f"bench-node-{i}", kata=True, cpu="256", memory="1Ti", pods="110")
+        node["metadata"]["labels"]["mpcloud.io/bench"] = "true"
+        core.create_node(node)
+    return need
+
+
+def apiserver_sa_requests(api: client.ApiClient) -> float:
+    text = _raw_metrics(api)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("apiserver_flowcontrol_dispatched_requests_total") and 'flow_schema="service-accounts"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _raw_metrics(api: client.ApiClient) -> str:
+    method, url, headers, _, _ = api.param_serialize(method="GET", resource_path="/metrics",
+                                                      auth_settings=["BearerToken"])
+    resp = api.call_api(method, url, header_params=headers)
+    resp.read()
+    return resp.data.decode()
+
+
+def wait_all(fn, n: int, timeout: float) -> dict[str, float]:
+    """Poll fn() -> set of done names; return {name: first time seen done}."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < n and time.monotonic() < deadline:
+        now = time.monotonic()
+        for name in fn():
+            seen.setdefault(name, now)
+        time.sleep(0.5)
+    if len(seen) < n:
+        raise RuntimeError(f"only {len(seen)}/{n} done after {timeout:.0f}s")
+    return seen
+
+
+def run_raw(api: client.ApiClient, ns: str, n: int, replicas: int) -> dict:
+    apps_api = client.AppsV1Api(api)
+    objs = []
+    for i in range(n):
+        body = app_body(f"app-{i}", replicas)
+        body["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), generation=1)
+        app = MiniProgramApp.from_body(body)
+        for obj in resources.desired_objects(app):
+            obj["metadata"].pop("ownerReferences", None)  # no owner: these are written without the operator
+            objs.append(obj)
+    start = time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(lambda o: kube.apply(api, o), objs))
+    written = time.monotonic() - start
+
+    def available():
+        return {d.metadata.name for d in apps_api.list_namespaced_deployment(ns).items
+                if (d.status.available_replicas or 0) >= replicas}
+    wait_all(available, n, timeout=max(300, n))
+    total = time.monotonic() - start
+    return {"total_s": total, "write_s": written, "objects": len(objs), "apps_per_s": n / total}
+
+
+def run_operator(api: client.ApiClient, ns: str, n: int, replicas: int, op: OperatorProcess) -> dict:
+    custom = client.CustomObjectsApi(api)
+    created: dict[str, float] = {}
+    before = apiserver_sa_requests(api)
+
+    def create(i: int) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, app_body(f"app-{i}", replicas))
+        created[f"app-{i}"] = time.monotonic()
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(create, range(n)))
+
+    def ready():
+        out = set()
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+            conds = (item.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Ready" and c["status"] == "True" and c.get("observedGeneration") ==
+                   item["metadata"]["generation"] for c in conds):
+                out.add(item["metadata"]["name"])
+        return out
+    seen = wait_all(ready, n, timeout=max(300, 2 * n))
+    total = max(seen.values()) - start
+    lat = sorted(seen[k] - created[k] for k in seen)
+    time.sleep(2)
+    requests = apiserver_sa_requests(api) - before
+    status = Path(f"/proc/{op.proc.pid}/status").read_text()
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    return {"total_s": total, "apps_per_s": n / total, "p50_ready_s": statistics.median(lat),
+            "p95_ready_s": lat[int(0.95 * (len(lat) - 1))], "api_requests_per_app": requests / n,
+            "operator_peak_rss_mb": hwm, "operator_rss_mb": rss}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--apps", type=int, default=1000)
+    ap.add_argument("--replicas", type=int, default=1, help="replicas per app (0: no pods, for RSS at 10,000 CRs)")
+    ap.add_argument("--skip-raw", action="store_true")
+    args = ap.parse_args()
+
+    kubeconfig = local.up(log=lambda m: print(f"[cluster] {m}", file=sys.stderr))
+    install.install(kubeconfig)
+    demo.stop_operator(lambda m: print(f"[bench] {m}", file=sys.stderr))  # the Lease allows one operator
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    api.configuration.connection_pool_maxsize = 32
+    core = client.CoreV1Api(api)
+    nodes = ensure_capacity(core, 2 * args.apps * args.replicas)
+    suffix = uuid.uuid4().hex[:5]
+    results = {}
+    services_before = len(core.list_service_for_all_namespaces().items)
+    if not args.skip_raw:
+        ns = f"bench-raw-{suffix}"
+        core.create_namespace({"metadata": {"name": ns}})
+        print(f"raw: applying children of {args.apps} apps …", file=sys.stderr)
+        results["raw"] = run_raw(api, ns, args.apps, args.replicas)
+    ns = f"bench-op-{suffix}"
+    core.create_namespace({"metadata": {"name": ns}})
+    with tempfile.TemporaryDirectory() as tmp:
+        sa = install.service_account_kubeconfig(kubeconfig, Path(tmp) / "kubeconfig")
+        op = OperatorProcess(sa, Path(tmp), "bench").start().wait_ready()
+        try:
+            print(f"mpcloud: creating {args.apps} MiniProgramApps …", file=sys.stderr)
+            results["mpcloud"] = run_operator(api, ns, args.apps, args.replicas, op)
+        finally:
+            op.stop()
+    services_after = len(core.list_service_for_all_namespaces().items)
+
+    print(f"\nreconcile benchmark: {args.apps} apps × {args.replicas} replica(s), {nodes} bench nodes, "
+          f"Services in cluster {services_before} → {services_after}")
+    print(f"{'phase':<10}{'total s':>10}{'apps/s':>10}{'p50 s':>9}{'p95 s':>9}{'req/app':>10}{'peak RSS MB':>13}")
+    for phase, r in results.items():
+        print(f"{phase:<10}{r['total_s']:>10.1f}{r['apps_per_s']:>10.1f}{r.get('p50_ready_s', float('nan')):>9.2f}"
+              f"{r.get('p95_ready_s', float('nan')):>9.2f}{r.get('api_requests_per_app', float('nan')):>10.1f}"
+              f"{r.get('operator_peak_rss_mb', float('nan')):>13.0f}")
+    if "raw" in results:
+        results["ratio_mpcloud_to_raw"] = results["mpcloud"]["total_s"] / results["raw"]["total_s"]
+        print(f"mpcloud / raw-write bound: {results['ratio_mpcloud_to_raw']:.2f}× (target ≤ 1.5×)")
+    print(json.dumps({"bench": "reconcile", "apps": args.apps, "replicas": args.replicas,
+                      "services_before": services_before, "services_after": services_after, **results}))
+    for name in [n for n in (f"bench-raw-{suffix}", f"bench-op-{suffix}")]:
+        try:
+            core.delete_namespace(name)
+        except client.ApiException:
+            pass
+
+
+if __name__ == "__main__":
+    main()
