@@ -30,8 +30,14 @@ What it learns, all online (decisions at minute t use only minutes < t):
   probability beats the memory of keeping the instance through it (instead of the SitW forecast window);
 * a population prior (mean of the functions' normalised histograms, refreshed every `prior_every`
   minutes) mixed in with `prior_weight` pseudo-gaps; periodicity appears as mass concentrated on one bin;
-* each observed gap is also spread over g·(1 ± `spread`) with `spread_weight` pseudo-counts (a gap seen
-  once says "about g"). **Round periods**: a gap within ±1 minute of a round period (`round_periods`: 10,
+* each observed gap is also spread over g·(1 ± `spread`, 50 %): a share `spread_fraction` (50 %) of every
+  observed gap plus `spread_weight` pseudo-counts (a gap seen once says "about g"). Without it the loaded
+  set of a bursty function has holes where no gap happened to fall, and arrivals land in them; the
+  smoothing and the share vanish for a detected timer (below), which keeps its exact 1-minute window.
+* after a function's **first** invocation (no gap yet) it uses a pooled Kaplan-Meier hazard of first gaps
+  (per group: timers / others), in which functions still waiting count as at risk, so the functions that
+  never come back lower it (the plain population histogram only sees the ones that did);
+* `half_life_minutes` (off): forget by elapsed time instead of `decay` per gap. **Round periods**: a gap within ±1 minute of a round period (`round_periods`: 10,
   12, 15, 20, 30, 45, 60, 90, 120, 180, 240 min) of a function whose trigger is `timer` is spread over
   ±1 minute only, so a timer's second period is already pre-warmed on a 3-minute window. The trigger comes
   from the optional meta file (`triggers`); without meta (or for other triggers) nothing changes;
@@ -57,9 +63,10 @@ class MpcloudPolicy(Policy):
                  budget_ratio: float = 0.9, lambda0: float = 1000.0, lambda_bounds=(30.0, 30000.0),
                  control_minutes: float = 30.0, range_minutes: int = 240, long_range_minutes: int = 10080,
                  long_bin_growth: float = 0.15, prior_weight: float = 1.0, decay: float = 0.99,
-                 prior_every: int = 30, spread: float = 0.25, spread_weight: float = 2.0,
+                 prior_every: int = 30, spread: float = 0.5, spread_weight: float = 2.0,
                  default_prior_weight: float = 10.0, periodic_boost: float = 4.0,
-                 round_periods=ROUND_PERIODS, first_pseudo_exposure: float = 5.0, triggers=None,
+                 round_periods=ROUND_PERIODS, spread_fraction: float = 0.5,
+                 half_life_minutes: float | None = None, first_pseudo_exposure: float = 5.0, triggers=None,
                  name: str = "mpcloud"):
         self.name = name
         if cold_cost_minutes is not None:  # fixed price: no budget controller
@@ -82,6 +89,8 @@ class MpcloudPolicy(Policy):
         self.periodic_boost = float(periodic_boost)
         self.round_periods = tuple(int(p) for p in round_periods)
         self.first_pseudo_exposure = float(first_pseudo_exposure)
+        self.spread_fraction = float(spread_fraction)
+        self.half_life = float(half_life_minutes) if half_life_minutes else 0.0
         self.triggers = triggers  # optional per-function trigger names (meta file); only "timer" is used
 
     # -- state ------------------------------------------------------------------------------------------
@@ -177,8 +186,12 @@ class MpcloudPolicy(Policy):
             has = prev != NEVER
             f, gap = inv[has], t - prev[has]
             if len(f):
-                self.hist[f] *= self.decay
-                self.smooth[f] *= self.decay
+                if self.half_life:  # forget by elapsed time, not by number of gaps (bursts)
+                    fac = np.power(0.5, gap / self.half_life).astype(np.float32)[:, None]
+                else:
+                    fac = np.float32(self.decay)
+                self.hist[f] *= fac
+                self.smooth[f] *= fac
                 col = self.lut[np.minimum(gap, len(self.lut) - 1)]
                 self.hist[f, col] += 1.0
                 sharp = self.timer[f] & self.round[col]
@@ -227,7 +240,9 @@ class MpcloudPolicy(Policy):
         shrink = 1.0 / (1.0 + self.periodic_boost * self.run[rows])
         beta = (np.where(n > 0, self.spread_weight, 0.0) * shrink)[:, None]
         alpha = (self.alpha * shrink)[:, None]
-        p = (h + beta * sm + alpha * self.prior[self.group[rows]]) / (n[:, None] + beta + alpha)
+        phi = (self.spread_fraction * shrink)[:, None]  # share of the observed gaps taken as "about g"
+        hx = (1.0 - phi) * h + phi * sm * n[:, None]
+        p = (hx + beta * sm + alpha * self.prior[self.group[rows]]) / (n[:, None] + beta + alpha)
         r = hazard_ratio(p, self.width)
         if self.first_pseudo_exposure > 0:
             fresh = n <= 0  # no gap yet: the pooled first-gap hazard of its group

@@ -170,3 +170,56 @@ def tick_benchmark(counts: np.ndarray, memory_mb: np.ndarray | None, policy: str
     t = np.asarray(res.tick_seconds)
     return {"policy": policy, "functions": n_functions, "ticks": ticks, "mean_s": round(float(t.mean()), 5),
             "p99_s": round(float(np.percentile(t, 99)), 5), "max_s": round(float(t.max()), 5)}
+
+
+def subset(work: Workload, rows=None, cols=None, name: str | None = None) -> Workload:
+    """A workload restricted to some functions (`rows`) and/or minutes (`cols`); policies start cold."""
+    idx = np.arange(len(work.series_ids)) if rows is None else np.asarray(rows)
+    counts = work.counts[idx]
+    if cols is not None:
+        counts = counts[:, cols]
+    return Workload(name or work.name, [work.series_ids[i] for i in idx], counts,
+                    None if work.memory_mb is None else work.memory_mb[idx],
+                    None if work.triggers is None else [work.triggers[i] for i in idx])
+
+
+def hash_halves(series_ids: list[str], seed: int) -> np.ndarray:
+    """Deterministic 50/50-ish split: bit 0 of sha256("seed:series_id")."""
+    import hashlib
+
+    return np.array([hashlib.sha256(f"{seed}:{s}".encode()).digest()[0] & 1 for s in series_ids])
+
+
+def robustness(work: Workload, seeds=(0, 1, 2, 3, 4), policy: str = "mpcloud", baseline: str = "hybrid") -> list[dict]:
+    """`policy` vs `baseline` on each half of `len(seeds)` random function splits and on the two time halves."""
+    parts = []
+    for s in seeds:
+        h = hash_halves(work.series_ids, s)
+        for b in (0, 1):
+            parts.append((f"seed{s}-half{b}", subset(work, rows=np.flatnonzero(h == b))))
+    m = work.counts.shape[1] // 2
+    parts.append((f"minutes 0-{m - 1}", subset(work, cols=slice(0, m))))
+    parts.append((f"minutes {m}-{work.counts.shape[1] - 1}", subset(work, cols=slice(m, None))))
+    out = []
+    for name, part in parts:
+        res = evaluate(part, ("fixed-sweep", baseline, policy))
+        pol = {r["policy"]: r for r in res["policies"]}
+        me, base = pol[policy], pol[baseline]
+        out.append({"split": name, "functions": len(part.series_ids), "minutes": int(part.counts.shape[1]),
+                    f"{baseline}_cold": base["cold_starts"], f"{baseline}_waste": base["wasted_mb_minutes"],
+                    f"{policy}_cold": me["cold_starts"], f"{policy}_waste": me["wasted_mb_minutes"],
+                    "cold_ratio": _ratio(me["cold_starts"], base["cold_starts"]),
+                    "waste_ratio": _ratio(me["wasted_mb_minutes"], base["wasted_mb_minutes"]),
+                    "below_fixed_curve": res["mpcloud_below_fixed_curve"]})
+    return out
+
+
+def format_robustness(rows: list[dict], policy: str = "mpcloud", baseline: str = "hybrid") -> str:
+    lines = [f"{'split':18s} {'fn':>4s} {'min':>4s} {baseline + ' cold/waste':>20s} {policy + ' cold/waste':>21s} "
+             f"{'cold×':>6s} {'waste×':>6s} below-fixed"]
+    for r in rows:
+        lines.append(f"{r['split']:18s} {r['functions']:4d} {r['minutes']:4d} "
+                     f"{r[baseline + '_cold']:8d} {r[baseline + '_waste']:11.0f} {r[policy + '_cold']:8d} "
+                     f"{r[policy + '_waste']:12.0f} {_fmt(r['cold_ratio']):>6s} {_fmt(r['waste_ratio']):>6s} "
+                     f"{r['below_fixed_curve']}")
+    return "\n".join(lines)
