@@ -140,3 +140,53 @@ def test_keepalive_command(tmp_path):
     assert (out / "keepalive-pareto.png").stat().st_size > 1000
     bad = CliRunner().invoke(keepalive, ["--trace", str(trace), "--out", str(out), "--policies", "nope"])
     assert bad.exit_code != 0
+
+
+def test_mpcloud_budget_tracks_shadow_hybrid_memory():
+    rng = np.random.default_rng(5)
+    c = (rng.random((60, 400)) < rng.random((60, 1)) * 0.2).astype(float)
+    mem = rng.uniform(10, 300, 60)
+    mp = simulate(c, make_policy("mpcloud"), mem)
+    hy = simulate(c, make_policy("hybrid"), mem)
+    ratio = mp.wasted_mb_minutes.sum() / hy.wasted_mb_minutes.sum()
+    # Budget 0.9 x hybrid's idle memory, steered online; a soft budget (integral controller, bounded lag).
+    assert 0.8 < ratio < 1.1
+    fixed = MpcloudPolicy(cold_cost_minutes=500)
+    assert fixed.budget is None and make_policy("mpcloud-l500").budget is None
+
+
+def test_mpcloud_long_gaps_beyond_4h_are_learned():
+    # A job every 360 min (beyond the 1-minute histogram range): after a few periods it is pre-warmed.
+    c = np.zeros((1, 360 * 8 + 1))
+    c[0, ::360] = 1
+    res = simulate(c, MpcloudPolicy(cold_cost_minutes=2000))
+    assert res.cold_starts.sum() <= 3
+    assert res.wasted_minutes[0] < 0.5 * c.shape[1]  # not kept warm all the time
+
+
+def test_mpcloud_timer_round_period_from_meta():
+    # A 60-min timer: with trigger=timer the second period is pre-warmed on a narrow window.
+    c = np.zeros((1, 400))
+    c[0, 5::60] = 1
+    plain = MpcloudPolicy(cold_cost_minutes=1500)
+    timer = MpcloudPolicy(cold_cost_minutes=1500, triggers=["timer"])
+    lp, lt = loaded_matrix(plain, c), loaded_matrix(timer, c)
+    idle = c[0] == 0
+    # Between the 2nd and 3rd invocation (minutes 66..124): the timer window is tighter.
+    assert (lt[0] & idle)[66:125].sum() < (lp[0] & idle)[66:125].sum()
+    assert lt[0, 125]  # the 3rd invocation is warm
+
+
+def test_mpcloud_first_gap_hazard_counts_functions_that_never_return():
+    # 40 functions invoked once and never again, 10 that return after 3 min: the pooled first-gap hazard
+    # soon stops keeping one-shot functions warm for long.
+    c = np.zeros((50, 300))
+    for i in range(50):
+        c[i, 2 * i] = 1
+        if i >= 40:
+            c[i, 2 * i + 3] = 1
+    p = MpcloudPolicy(cold_cost_minutes=200)
+    simulate(c, p)
+    assert p.first_exposure[0].sum() > 40 * 50  # waiting functions counted as at risk
+    h = p.first_events[0] / np.maximum(p.first_exposure[0], 1)
+    assert h[3] > 0.1 and h[100:241].max() == 0.0
