@@ -14,7 +14,8 @@ from predictors.keepalive.report import DEFAULT_POLICIES, evaluate, format_table
 @click.option("--trace", "trace", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Per-minute invocation trace (timestamp_minute,series_id,count; .csv or .csv.gz).")
 @click.option("--meta", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Meta file with avg_allocated_mb per series_id (waste in MB·min; without it, minutes).")
+              help="Optional meta file: avg_allocated_mb per series_id (waste in MB·min; without it, minutes) and "
+                   "trigger (mpcloud reads `timer`).")
 @click.option("--policies", default=",".join(DEFAULT_POLICIES), show_default=True,
               help="Comma-separated: fixed-N, fixed-sweep, hybrid, hybrid-short, mpcloud, mpcloud-lLAMBDA, "
                    "never-unload, oracle. fixed-10 is always added as the reference.")
