@@ -17,19 +17,19 @@ cluster-up: install
 cluster-down:
 	$(MPCLOUD) cluster down
 
-demo: install  ## local cluster + CRDs + operator + examples, then show the result
+demo: binaries  ## local cluster + CRDs + operator + examples, then show the result
 	$(MPCLOUD) demo
 
 demo-down:
 	$(MPCLOUD) demo --stop
 
-test: install  ## every test: unit and integration (against the real local control plane)
+test: binaries  ## every test: unit and integration (against the real local control plane)
 	$(PYTHON) -m pytest -q
 
 test-unit: install  ## the fast subset: no cluster
 	$(PYTHON) -m pytest -q -m "not integration"
 
-test-integration: install
+test-integration: binaries
 	$(PYTHON) -m pytest -q -m integration
 
 crds: install  ## regenerate crds/ from the pydantic models
