@@ -24,6 +24,18 @@ from mpcloud_operator.cluster.install import kubectl  # noqa: F401 - re-exported
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def wait_until(fn, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"):
+    """Poll fn() until it returns something truthy; return it, or fail saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,20 +8,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.integration.conftest import wait_until
+
 pytestmark = pytest.mark.integration
 
 KATA_LABEL = "katacontainers.io/kata-runtime"
-
-
-def wait_until(fn, timeout=60.0, interval=0.25, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def _pod(name: str, runtime_class: str | None = None) -> dict:

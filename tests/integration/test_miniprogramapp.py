@@ -11,24 +11,13 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.integration.conftest import ROOT, kubectl
+from tests.integration.conftest import ROOT, kubectl, wait_until
 
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION, PLURAL = "mpcloud.io", "v1alpha1", "miniprogramapps"
 KATA_LABEL = "katacontainers.io/kata-runtime"
 CHILD_KINDS = ("deployments", "services", "serviceaccounts", "networkpolicies", "poddisruptionbudgets")
-
-
-def wait_until(fn, timeout=60.0, interval=0.25, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def example(name: str) -> dict:
