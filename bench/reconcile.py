@@ -24,12 +24,10 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -46,7 +46,7 @@ def kubeconfig() -> Path:
 
 @pytest.fixture(scope="session")
 def api_client(kubeconfig: Path):
-    from kubernetes import client, config
+    from kubernetes import config
 
     return config.new_client_from_config(config_file=str(kubeconfig))
 
