@@ -16,7 +16,8 @@ class OperatorConfig(BaseModel):
     health_port: int = 8081
     metrics_port: int = 8080
     bind_address: str = "0.0.0.0"
-    prometheus_url: str | None = None
+    prometheus_url: str | None = Field(default=None, description="Prometheus-compatible HTTP API for the scaling "
+                                       "loop; unset = no predictive/scheduled scaling.")
     lease_name: str = "mpcloud-operator"
     lease_namespace: str = "mpcloud-system"
 
@@ -29,6 +30,7 @@ class OperatorConfig(BaseModel):
             "bind_address": os.environ.get("MPCLOUD_BIND_ADDRESS"),
             "prometheus_url": os.environ.get("MPCLOUD_PROMETHEUS_URL"),
             "lease_namespace": os.environ.get("MPCLOUD_LEASE_NAMESPACE"),
+            "lease_name": os.environ.get("MPCLOUD_LEASE_NAME"),
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

@@ -22,6 +22,7 @@ from mpcloud_operator.leader import LeaderElector
 log = logging.getLogger("mpcloud")
 HANDLER_MODULES = ("mpcloud_operator.handlers",)
 STATE = health.HealthState()
+CONFIG: OperatorConfig | None = None  # set by run(); read by the startup handler
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -42,10 +43,34 @@ def configure(settings: kopf.OperatorSettings) -> None:
 async def _startup(settings: kopf.OperatorSettings, **_: object) -> None:
     configure(settings)
     asyncio.get_running_loop().create_task(STATE.beat())
+    _start_scaling(CONFIG)
     STATE.ready = True
 
 
+def _start_scaling(config: OperatorConfig | None) -> None:
+    """One operator-level scaling thread (leader only: kopf starts after the Lease is held)."""
+    global SCALING
+    if config is None or not config.prometheus_url:
+        log.info("scaling loop off: no Prometheus URL (MPCLOUD_PROMETHEUS_URL / --prometheus-url)")
+        return
+    from mpcloud_operator.scaling.loop import ScalingLoop
+
+    if SCALING is None:
+        SCALING = ScalingLoop(api_client(), config.prometheus_url, namespaces=config.namespaces).start()
+
+
+SCALING = None
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: object) -> None:
+    if SCALING is not None:
+        SCALING.stop()
+
+
 def run(config: OperatorConfig) -> None:
+    global CONFIG
+    CONFIG = config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf logs every handler success per event (children included); mpcloud logs what it did itself.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)

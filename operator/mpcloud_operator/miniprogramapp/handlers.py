@@ -29,6 +29,7 @@ from mpcloud_operator.kube.client import api_client
 from mpcloud_operator.kube.conditions import get_condition, set_condition
 from mpcloud_operator.miniprogramapp import resources
 from mpcloud_operator.miniprogramapp.model import MiniProgramApp
+from mpcloud_operator.scaling.loop import claim_replicas
 
 KIND = "MiniProgramApp"
 PLURAL = "miniprogramapps"
@@ -142,6 +143,8 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
 
     problems = resources.spec_problems(app)
     deployment: dict[str, Any] | None = None
+    if resources.scaler_owned(app):  # hand spec.replicas to the scaler before this apply stops sending it
+        claim_replicas(api, app)
     for obj in resources.desired_objects(app):
         try:
             live = kube.apply(api, obj)
@@ -154,6 +157,8 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
             _applied[_key(obj)] = _marker(live)
         if obj["kind"] == "Deployment":
             deployment = live
+            if resources.scaler_owned(app):  # a new Deployment starts from the app's own count
+                claim_replicas(api, app, live)
     for stub in resources.absent_objects(app):
         if kube.delete(api, stub["kind"], stub["metadata"]["namespace"], stub["metadata"]["name"]):
             with _lock:

@@ -395,6 +395,12 @@ class Scaling(_Model):
     forecast into replicas."""
     target_utilization: float = Field(default=0.7, gt=0, le=1)
     """Fraction of capacityPerReplica to plan for."""
+    metric_query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """PromQL giving the app's load in requests per minute (predictive/scheduled modes). It must return
+    series labelled `namespace` and `app` (one query serves every app that uses it), or a single series
+    when only this app uses it. `{window}` and `{minute}` are replaced by two scaler ticks as a duration
+    and the tick length in seconds. Default: sum by (namespace, app)
+    (rate(mpcloud_app_requests_total[{window}])) * {minute}."""
     events: list[ScalingEvent] = Field(default_factory=list, max_length=32, json_schema_extra=list_map("name"))
     """Declared traffic events."""
     scale_up: ScaleUp = nested(ScaleUp)

@@ -4,10 +4,13 @@ Every builder returns a plain dict ready for server-side apply with field manage
 the fields the operator owns (no status, resourceVersion or server-set defaults), labelled and
 owned (controller ownerReference) by the app, so garbage collection removes them with it.
 
-Field ownership: mpcloud owns the Deployment's `spec.replicas`. The replica count flows
-`kubectl scale` / HPA / scaler -> MiniProgramApp scale subresource (spec.replicas.desired) ->
+Field ownership: in reactive mode mpcloud owns the Deployment's `spec.replicas`. The replica count
+flows `kubectl scale` / HPA / KEDA -> MiniProgramApp scale subresource (spec.replicas.desired) ->
 clamped to [min, max] here -> Deployment. Nothing else may scale the Deployment directly: the next
-apply (force=True) takes the field back.
+apply (force=True) takes the field back. In predictive and scheduled modes the mpcloud scaling loop
+owns it instead (field manager `mpcloud-scaler`, through the Deployment's scale subresource): the
+Deployment is applied without spec.replicas, exactly as under an HPA, and status.desiredReplicas is
+what the scaler last set.
 """
 
 from __future__ import annotations
@@ -73,6 +76,18 @@ def service_account(app: MiniProgramApp) -> dict[str, Any]:
             "automountServiceAccountToken": False}
 
 
+def scaler_owned(app: MiniProgramApp) -> bool:
+    """True when the mpcloud scaling loop, not this apply, sets the Deployment's replicas."""
+    return app.spec.scaling.mode in ("predictive", "scheduled")
+
+
+def desired_replicas(app: MiniProgramApp) -> int:
+    """Replicas the app should run: the scaler's last decision in predictive/scheduled mode."""
+    if scaler_owned(app) and app.status is not None and app.status.desired_replicas is not None:
+        return app.spec.replicas.clamp(app.status.desired_replicas)
+    return app.spec.replicas.effective
+
+
 def deployment(app: MiniProgramApp) -> dict[str, Any]:
     """The app's Deployment: Pod Security "restricted", sandboxed by the RuntimeClass."""
     spec = app.spec
@@ -86,7 +101,7 @@ def deployment(app: MiniProgramApp) -> dict[str, Any]:
     }
     if not spec.sandbox.unsandboxed:
         pod["runtimeClassName"] = spec.sandbox.runtime_class_name
-    return {
+    out = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(app),
@@ -99,6 +114,9 @@ def deployment(app: MiniProgramApp) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels(app)}, "spec": pod},
         },
     }
+    if scaler_owned(app):
+        del out["spec"]["replicas"]  # owned by the scaling loop (mpcloud-scaler), like under an HPA
+    return out
 
 
 def _container(app: MiniProgramApp) -> dict[str, Any]:
@@ -267,7 +285,7 @@ def compute_status(
     """
     now = now or datetime.now(timezone.utc)
     gen = app.metadata.generation
-    desired = app.spec.replicas.effective
+    desired = desired_replicas(app)
     dep = deployment_status or {}
     replicas = int(dep.get("replicas") or 0)
     ready = int(dep.get("readyReplicas") or 0)

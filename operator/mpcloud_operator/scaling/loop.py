@@ -1,0 +1,218 @@
+"""The scaling loop in the operator: one thread, one batched tick per minute for every scaled app.
+
+Per tick: one list call for MiniProgramApps, `core.Scaler.tick` (one range query per distinct PromQL,
+one batch forecast), then writes only where something changed: the Deployment's scale subresource
+(server-side apply, field manager `mpcloud-scaler`), the app's status (desiredReplicas, scalingReason,
+forecast, the ScalingDegraded condition), an Event per scale change, and metrics.
+
+Apps in predictive/scheduled mode have their Deployment built without spec.replicas (like under an HPA):
+`mpcloud-scaler` owns that field. `claim_replicas` hands it over without a dip when an app switches mode.
+It runs only in the leader (main.py starts it after the Lease is held).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from prometheus_client import Counter, Gauge, Histogram
+
+from mpcloud_operator import metrics
+from mpcloud_operator.kube import apply as kube
+from mpcloud_operator.kube.conditions import get_condition, set_condition
+from mpcloud_operator.scaling.core import AppInput, Outcome, Scaler, Settings, from_body
+from mpcloud_operator.scaling.promapi import PromClient
+
+log = logging.getLogger("mpcloud.scaling")
+SCALER_MANAGER = "mpcloud-scaler"
+CONDITION = "ScalingDegraded"
+KIND = "MiniProgramApp"
+
+FORECAST = Gauge("mpcloud_forecast_requests", "Forecast load of the current minute (upper band, requests/min).",
+                 ["namespace", "name"])
+OBSERVED = Gauge("mpcloud_observed_requests", "Load of the last minute as the scaler read it (requests/min).",
+                 ["namespace", "name"])
+DECISIONS = Counter("mpcloud_scale_decisions_total", "Replica changes made by the scaler, by reason.", ["reason"])
+TICK_SECONDS = Histogram("mpcloud_scaling_tick_seconds", "Duration of one scaling tick (all apps).",
+                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+DEGRADED = Gauge("mpcloud_scaling_degraded_apps", "Scaled apps with ScalingDegraded=True.")
+
+
+def settings_from_env(**overrides: Any) -> Settings:
+    s = Settings()
+    for env, attr, cast in (("MPCLOUD_SCALING_TICK_SECONDS", "tick_seconds", float),
+                            ("MPCLOUD_SCALING_HISTORY_MINUTES", "history_minutes", int),
+                            ("MPCLOUD_SCALING_STARTUP_DELAY_MINUTES", "startup_delay", int),
+                            ("MPCLOUD_SCALING_EVENT_LEAD_MINUTES", "event_lead", int),
+                            ("MPCLOUD_SCALING_MIN_HISTORY_MINUTES", "min_history", int)):
+        if os.environ.get(env):
+            setattr(s, attr, cast(os.environ[env]))
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(s, k, v)
+    return s
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_scale(api: client.ApiClient, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    """Server-side apply spec.replicas on the Deployment's scale subresource as `mpcloud-scaler`."""
+    body = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": int(replicas)}}
+    return kube._call(api, "PATCH", kube.object_path("Deployment", namespace, name, "scale"), body=body,
+                      content_type="application/apply-patch+yaml",
+                      query=[("fieldManager", SCALER_MANAGER), ("force", "true")])
+
+
+def _replicas_owners(dep: dict[str, Any]) -> set[str]:
+    return {mf.get("manager", "") for mf in dep["metadata"].get("managedFields") or []
+            if "f:replicas" in ((mf.get("fieldsV1") or {}).get("f:spec") or {})}
+
+
+def claim_replicas(api: client.ApiClient, app: Any, live: dict[str, Any] | None = None) -> None:
+    """Make `mpcloud-scaler` an owner of the Deployment's spec.replicas, keeping the current value.
+
+    Called by the reconciler for predictive/scheduled apps before it applies a Deployment without
+    spec.replicas (else dropping the field from mpcloud's apply would reset it to 1), and right after
+    creating one (then the app's own count, clamped, is the start value)."""
+    ns, name = app.metadata.namespace, app.metadata.name
+    live = live or kube.get(api, "Deployment", ns, name)
+    if live is None:
+        return
+    owners = _replicas_owners(live)
+    if SCALER_MANAGER in owners:
+        return
+    if owners - {"kube-controller-manager"}:
+        replicas = int(live["spec"].get("replicas", 1))
+    else:  # nobody set it: the API default of 1
+        status = app.status
+        replicas = status.desired_replicas if status and status.desired_replicas is not None else app.spec.replicas.effective
+    apply_scale(api, ns, name, app.spec.replicas.clamp(replicas))
+
+
+class ScalingLoop:
+    def __init__(self, api: client.ApiClient, prometheus_url: str, settings: Settings | None = None,
+                 namespaces: list[str] | None = None, workers: int = 8) -> None:
+        self.api = api
+        self.settings = settings or settings_from_env()
+        self.scaler = Scaler(PromClient(prometheus_url), self.settings)
+        self.namespaces = namespaces or []
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="scaler")
+        self.claimed: set[str] = set()  # uids whose Deployment this process has scaled at least once
+        self.summary_at: dict[str, float] = {}
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ I/O
+    def list_apps(self) -> list[dict[str, Any]]:
+        paths = ([f"/apis/mpcloud.io/v1alpha1/namespaces/{ns}/miniprogramapps" for ns in self.namespaces]
+                 or ["/apis/mpcloud.io/v1alpha1/miniprogramapps"])
+        items: list[dict[str, Any]] = []
+        for path in paths:
+            items.extend(kube._call(self.api, "GET", path).get("items") or [])
+        return items
+
+    def tick(self, now: float | None = None) -> list[Outcome]:
+        started = time.monotonic()
+        now = time.time() if now is None else now
+        bodies = {}
+        inputs: list[AppInput] = []
+        for body in self.list_apps():
+            a = from_body(body, self.settings.tick_seconds)
+            if a is not None:
+                inputs.append(a)
+                bodies[a.uid] = body
+        outcomes = self.scaler.tick(inputs, now)
+        list(self.pool.map(lambda o: self._write(o, bodies[o.uid], now), outcomes))
+        DEGRADED.set(sum(1 for o in outcomes if o.degraded[0] == "True"))
+        TICK_SECONDS.observe(time.monotonic() - started)
+        for uid in set(self.claimed) - set(bodies):
+            self.claimed.discard(uid)
+            self.summary_at.pop(uid, None)
+        return outcomes
+
+    def _write(self, o: Outcome, body: dict[str, Any], now: float) -> None:
+        try:
+            self._write_one(o, body, now)
+        except Exception as exc:  # noqa: BLE001 - one app's failed write must not stop the tick
+            log.warning("app %s/%s: scaling write failed: %s", o.namespace, o.name, exc)
+
+    def _write_one(self, o: Outcome, body: dict[str, Any], now: float) -> None:
+        if o.observed is not None:
+            OBSERVED.labels(o.namespace, o.name).set(o.observed)
+        if o.forecast is not None:
+            FORECAST.labels(o.namespace, o.name).set(o.forecast)
+        if o.changed or o.uid not in self.claimed:
+            try:
+                apply_scale(self.api, o.namespace, o.name, o.replicas)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return  # no Deployment yet: the reconciler creates it; next tick scales it
+                raise
+            self.claimed.add(o.uid)
+        if o.changed:
+            DECISIONS.labels(o.reason).inc()
+            verb = "ScaledUp" if o.replicas > o.previous else "ScaledDown"
+            kube.post_event(self.api, body, verb, f"replicas {o.previous} -> {o.replicas}: {o.message}")
+            log.info("app %s/%s: %d -> %d (%s)", o.namespace, o.name, o.previous, o.replicas, o.message)
+        metrics.DESIRED_REPLICAS.labels(o.namespace, o.name).set(o.replicas)
+
+        old = body.get("status") or {}
+        conditions = old.get("conditions") or []
+        gen = body["metadata"].get("generation")
+        new_conditions = set_condition(conditions, CONDITION, *o.degraded, gen, datetime.now(timezone.utc))
+        old_reason = (old.get("scalingReason") or "").split(":", 1)[0]
+        due = o.summary is not None and now - self.summary_at.get(o.uid, 0) >= 5 * self.settings.tick_seconds
+        if not (o.changed or old.get("desiredReplicas") != o.replicas or old_reason != o.reason
+                or new_conditions != conditions or due):
+            return
+        patch: dict[str, Any] = {"desiredReplicas": o.replicas, "scalingReason": o.message[:1024],
+                                 "conditions": new_conditions}
+        if o.changed:
+            patch["lastScaleTime"] = _now()
+        if o.summary is not None:
+            patch["forecast"] = o.summary
+            self.summary_at[o.uid] = now
+        kube.patch_status(self.api, KIND, o.namespace, o.name, patch)
+        before = (get_condition(conditions, CONDITION) or {}).get("status")
+        if o.degraded[0] == "True" and before != "True":
+            kube.post_event(self.api, body, o.degraded[1], o.degraded[2], "Warning")
+        elif o.degraded[0] == "False" and before == "True":
+            kube.post_event(self.api, body, "ScalingRecovered", "metrics and forecasts are back")
+
+    # ------------------------------------------------------------------ thread
+    def run(self) -> None:
+        tick = self.settings.tick_seconds
+        offset = min(0.25 * tick, 5.0)  # let the scrape of the minute that just ended land
+        log.info("scaling loop: tick %.3gs, history %d min, startup delay %d min", tick,
+                 self.settings.history_minutes, self.settings.startup_delay)
+        while not self.stop_event.is_set():
+            wake = (time.time() // tick + 1) * tick + offset
+            if self.stop_event.wait(max(0.0, wake - time.time())):
+                break
+            try:
+                outcomes = self.tick()
+                t = self.scaler.timings
+                log.debug("tick: %d apps in %.3fs", len(outcomes), t.get("total", 0))
+            except Exception:  # noqa: BLE001 - the loop survives API/Prometheus hiccups
+                log.exception("scaling tick failed")
+
+    def start(self) -> ScalingLoop:
+        self.thread = threading.Thread(target=self.run, name="mpcloud-scaling", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join(timeout=10)
+        self.pool.shutdown(wait=False)
