@@ -18,8 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from predictors.keepalive.report import (  # noqa: E402
-    evaluate, format_robustness, format_table, load_workload, pareto_plot, robustness, tick_benchmark)
+from predictors.keepalive.report import (
+    evaluate,
+    format_robustness,
+    format_table,
+    load_workload,
+    pareto_plot,
+    robustness,
+    tick_benchmark,
+)
 
 DEFAULT_TRACES = ROOT.parent / "shared" / "traces"
 # (trace file, meta file or None): the serverless function traces of ../shared/traces/README.md.

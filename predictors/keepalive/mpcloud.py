@@ -273,7 +273,7 @@ def gap_bins(range_minutes: int, long_range_minutes: int, growth: float):
     `long_range_minutes`; the last column holds every longer gap (and is never loaded).
     """
     B = range_minutes
-    edges = list(range(0, B + 1))
+    edges = list(range(B + 1))
     e = B + 1
     while e <= long_range_minutes:
         edges.append(e)
