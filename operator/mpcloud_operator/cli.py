@@ -15,7 +15,7 @@ def main() -> None:
 
 def _register() -> None:
     # Subcommands live beside the code they drive; each module exposes one click command or group.
-    from mpcloud_operator.commands import cluster, demo, keepalive, operator, replay
+    from mpcloud_operator.commands import cluster, demo, keepalive, operator, prometheus, replay, traffic
 
     main.add_command(cluster.cluster)
     main.add_command(cluster.kubectl)
@@ -23,6 +23,8 @@ def _register() -> None:
     main.add_command(operator.operator_group)
     main.add_command(replay.replay)
     main.add_command(keepalive.keepalive)
+    main.add_command(prometheus.prometheus)
+    main.add_command(traffic.traffic)
 
 
 _register()
