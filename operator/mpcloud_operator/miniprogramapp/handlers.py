@@ -179,7 +179,9 @@ def write_status(app: MiniProgramApp, body: dict[str, Any], deployment: dict[str
     old = dict(body.get("status") or {})
     dep_status = deployment.get("status", {}) if deployment else None
     dep_gen = deployment["metadata"].get("generation") if deployment else None
-    new = resources.compute_status(app, dep_status, problems, deployment_generation=dep_gen)
+    dep_replicas = deployment.get("spec", {}).get("replicas") if deployment else None
+    new = resources.compute_status(app, dep_status, problems, deployment_generation=dep_gen,
+                                   deployment_replicas=dep_replicas)
     if old.get("desiredReplicas") != new["desiredReplicas"]:
         new["lastScaleTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     _record_metrics(app, new)

@@ -81,10 +81,14 @@ def scaler_owned(app: MiniProgramApp) -> bool:
     return app.spec.scaling.mode in ("predictive", "scheduled")
 
 
-def desired_replicas(app: MiniProgramApp) -> int:
-    """Replicas the app should run: the scaler's last decision in predictive/scheduled mode."""
-    if scaler_owned(app) and app.status is not None and app.status.desired_replicas is not None:
-        return app.spec.replicas.clamp(app.status.desired_replicas)
+def desired_replicas(app: MiniProgramApp, deployment_replicas: int | None = None) -> int:
+    """Replicas the app should run. In predictive/scheduled mode: what the scaler set on the Deployment
+    (the truth; a status read earlier may be stale), else its last status.desiredReplicas."""
+    if scaler_owned(app):
+        if deployment_replicas is not None:
+            return deployment_replicas
+        if app.status is not None and app.status.desired_replicas is not None:
+            return app.spec.replicas.clamp(app.status.desired_replicas)
     return app.spec.replicas.effective
 
 
@@ -272,12 +276,13 @@ def compute_status(
     problems: list[str],
     now: datetime | None = None,
     deployment_generation: int | None = None,
+    deployment_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The operator-owned part of `.status` (camelCase dict, for a status patch/apply).
 
     deployment_status is the Deployment's `.status` (None when it does not exist yet);
     deployment_generation its `.metadata.generation`, to tell a stale status from a finished
-    rollout. problems are reconcile errors (failed applies, spec_problems). Conditions:
+    rollout; deployment_replicas its `.spec.replicas` (used in predictive/scheduled mode). problems are reconcile errors (failed applies, spec_problems). Conditions:
     - Ready: the app serves (at least one available replica, or scaled to zero on purpose) and
       the current spec was applied without problems.
     - Progressing: a rollout or scaling is under way.
@@ -285,7 +290,7 @@ def compute_status(
     """
     now = now or datetime.now(timezone.utc)
     gen = app.metadata.generation
-    desired = desired_replicas(app)
+    desired = desired_replicas(app, deployment_replicas)
     dep = deployment_status or {}
     replicas = int(dep.get("replicas") or 0)
     ready = int(dep.get("readyReplicas") or 0)

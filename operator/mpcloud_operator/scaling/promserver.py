@@ -44,6 +44,7 @@ def _binary(name: str) -> str:
 def _free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -107,9 +108,10 @@ def up(base: Path | None = None, port: int = DEFAULT_PORT, scrape_interval: str 
         scrape_interval = (base / "scrape_interval").read_text().strip() if scrape_interval == "15s" else scrape_interval
     (base / "prometheus.yml").write_text(config_text(scrape_interval, base / "targets"))
     (base / "scrape_interval").write_text(scrape_interval)
-    if (base / "port").exists() and port == DEFAULT_PORT:
+    if (base / "port").exists():  # a restart keeps its URL (the operator has it)
         port = int((base / "port").read_text())
-    port = _free_port(port)
+    else:
+        port = _free_port(port)
     (base / "port").write_text(str(port))
     log = open(base / "prometheus.log", "ab")
     proc = subprocess.Popen(

@@ -1,0 +1,158 @@
+"""Predictive scaling live: real control plane, real Prometheus (Debian's binary), the operator process.
+
+One time-compressed run (1 trace minute = 2 s): a synthetic trace with the same 30-minute traffic ramp
+every day at minute R; 3 days of it are backfilled with promtool, then the replay plays minutes
+R - 12 .. R + 40 for three apps at once:
+- `pred` (mode predictive) must be scaled up at least D (= startup delay, 2) minutes before the ramp;
+- `reac` (mode scheduled without events: the loop's reactive path) scales only once the load is seen;
+- `promo` (mode scheduled, a declared 5x event at R - 2) is pre-scaled before the event starts.
+Mid-plateau Prometheus is SIGKILLed: replicas stay, ScalingDegraded=True; it restarts and the condition
+clears; after the ramp both apps scale in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from kubernetes import client
+
+from tests.integration.conftest import free_port
+from tests.integration.test_miniprogramapp import Apps, app_body, wait_until
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("prometheus") is None and not os.environ.get("CI"),
+                                 reason="needs Debian's prometheus package (apt-get install -y prometheus)")]
+
+TICK = 2.0  # seconds per trace minute (speedup 30)
+D = 2  # startup delay (minutes) the loop plans for
+R = 600  # minute of day the ramp starts
+RI = 3 * 1440 + R  # trace index of the replayed ramp (after 3 backfilled days)
+BASE, PEAK, CAP = 60.0, 1200.0, 100.0  # requests/min; capacity per replica (utilization 1)
+DAYS = 4
+
+
+def daily_trace() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    day = np.full(1440, BASE)
+    for j in range(5):
+        day[R + j] = BASE + (PEAK - BASE) * (j + 1) / 5
+    day[R + 5 : R + 25] = PEAK
+    for j in range(5):
+        day[R + 25 + j] = PEAK - (PEAK - BASE) * (j + 1) / 5
+    x = np.tile(day, DAYS)
+    return np.maximum(x * rng.normal(1, 0.03, len(x)), 0).round()
+
+
+def scaling(mode: str, **extra) -> dict:
+    return {"mode": mode, "capacityPerReplica": CAP, "targetUtilization": 1.0,
+            "scaleUp": {"maxStepReplicas": 20}, "scaleDown": {"stabilizationWindowSeconds": 180}, **extra}
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(app: dict, type_: str) -> dict:
+    return next((c for c in (app.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage(
+        api_client, namespace, operator_factory, monkeypatch, tmp_path):
+    from mpcloud_operator.scaling import promserver
+    from mpcloud_operator.scaling.traffic import start_replay
+
+    base = tmp_path / "prometheus"
+    url = promserver.up(base, port=free_port(), scrape_interval="500ms")
+    apps = Apps(api_client, namespace)
+    deploy = client.AppsV1Api(api_client)
+    server = None
+    try:
+        monkeypatch.setenv("MPCLOUD_PROMETHEUS_URL", url)
+        monkeypatch.setenv("MPCLOUD_SCALING_TICK_SECONDS", str(TICK))
+        monkeypatch.setenv("MPCLOUD_SCALING_HISTORY_MINUTES", str(3 * 1440))
+        monkeypatch.setenv("MPCLOUD_SCALING_STARTUP_DELAY_MINUTES", str(D))
+        monkeypatch.setenv("MPCLOUD_LEASE_NAME", f"scaling-{namespace}"[:63])
+        monkeypatch.setenv("MPCLOUD_NAMESPACES", namespace)
+        op = operator_factory("scaling").start().wait_ready()
+
+        apps.create(app_body("pred", scaling=scaling("predictive"), replicas={"min": 1, "max": 20}))
+        apps.create(app_body("reac", scaling=scaling("scheduled"), replicas={"min": 1, "max": 20}))
+        for name in ("pred", "reac"):
+            apps.wait_ready(name)
+
+        start = 3 * 1440 + R - 12
+        server = start_replay(daily_trace(), [(namespace, "pred"), (namespace, "reac"), (namespace, "promo")],
+                              tick_seconds=TICK, start=start, history=3 * 1440, base=base)
+        rp = server.replay
+        ev_start, ev_end = rp.wall(start + 10), rp.wall(start + 11)  # trace minutes R - 2 .. R - 1
+        apps.create(app_body("promo", replicas={"min": 1, "max": 20}, scaling=scaling(
+            "scheduled", events=[{"name": "promo", "start": iso(ev_start), "end": iso(ev_end),
+                                  "expectedMultiplier": 5}])))
+
+        timeline: dict[str, list[tuple[float, int]]] = {"pred": [], "reac": [], "promo": []}
+        stop = threading.Event()
+
+        def record():
+            while not stop.is_set():
+                for name, series in timeline.items():
+                    try:
+                        reps = deploy.read_namespaced_deployment(name, namespace).spec.replicas
+                    except client.ApiException:
+                        continue
+                    series.append((rp.position(time.time()), reps))
+                time.sleep(0.25)
+
+        recorder = threading.Thread(target=record, daemon=True)
+        recorder.start()
+
+        def first_rise(name: str, above: int = 1) -> float | None:
+            return next((p for p, n in timeline[name] if n > above), None)
+
+        # Declared event: pre-scaled before its start (5 x 60 x 1.25 -> 4 replicas).
+        wait_until(lambda: time.time() > ev_start, timeout=60, interval=0.2)
+        promo_rise = first_rise("promo")
+        assert promo_rise is not None and rp.wall(promo_rise) < ev_start, timeline["promo"]
+
+        # Peak plateau reached by both; then kill Prometheus mid-plateau.
+        wait_until(lambda: rp.position(time.time()) > RI + 12, timeout=90, interval=0.2)
+        held = {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in ("pred", "reac")}
+        assert min(held.values()) >= 10, (held, op.log()[-2000:])
+        promserver.down(base, kill=True)
+        wait_until(lambda: condition(apps.get("pred"), "ScalingDegraded").get("status") == "True",
+                   timeout=6 * TICK, what="ScalingDegraded=True")
+        assert condition(apps.get("pred"), "ScalingDegraded")["reason"] == "MetricsUnavailable"
+        time.sleep(4 * TICK)
+        assert {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in held} == held
+        promserver.up(base)
+        wait_until(lambda: condition(apps.get("pred"), "ScalingDegraded").get("status") == "False",
+                   timeout=8 * TICK, what="ScalingDegraded=False after Prometheus returned")
+
+        # Scale in after the ramp (3-minute down stabilization).
+        wait_until(lambda: rp.position(time.time()) > RI + 40, timeout=120, interval=0.5)
+        stop.set()
+        recorder.join()
+        pred_rise, reac_rise = first_rise("pred"), first_rise("reac")
+        print(f"\nramp at trace minute {RI}; first rise: predictive {pred_rise:.2f}, reactive {reac_rise:.2f}, "
+              f"event {promo_rise:.2f} (event start {start + 10})")
+        assert pred_rise is not None and int(pred_rise) <= RI - D, timeline["pred"]
+        assert reac_rise is not None and int(reac_rise) >= RI, timeline["reac"]
+        for name in ("pred", "reac"):
+            final = timeline[name][-1][1]
+            assert final <= 2, (name, timeline[name][-20:])
+        pred = apps.get("pred")
+        assert pred["status"]["desiredReplicas"] == timeline["pred"][-1][1]
+        assert pred["status"].get("forecast", {}).get("recommendedReplicas") is not None
+        assert pred["status"]["scalingReason"].split(":")[0] in ("forecast", "reactive", "stabilization", "bound")
+        events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+        assert any(e.reason == "ScaledUp" and e.involved_object.name == "pred" for e in events)
+        assert "mpcloud_scale_decisions_total" in op.metrics()
+    finally:
+        if server is not None:
+            server.stop()
+        promserver.down(base)
