@@ -1,21 +1,32 @@
-"""Online (minute-by-minute) demand forecaster with calibrated upper bands, for one series.
+"""Online (minute-by-minute) demand forecaster with cost-calibrated upper bands, for one series.
 
 It is what the predictive policy uses in the replay simulator, and what the operator can keep per app.
 Cheap per minute (a few float operations); the heavier work runs at a refit every `refit_every` minutes.
 
-Candidates (all on the *clean* series: declared-event minutes divided by their multiplier):
+What is forecast: the pods requested at minute t must cover every minute they are part of before the
+next decision can take effect, i.e. the *window peak* ``W_t = max(x_t .. x_{t+D})`` (D = start-up
+delay; ``horizon`` = D + 1 minutes). All forecasts are made from the minutes before t (no peeking).
+
+Candidates (all on the *clean* series: declared-event minutes divided by their multiplier; suspected
+data gaps -- exact zeros in a busy series, see `gap_level` -- are treated as missing):
 
 * ``level``    -- EWMA of the last minutes (alpha `alpha_fast`): follows level shifts and steps;
 * ``hold``     -- max of the last `hold_window` minutes: robust for step-wise / bursty series;
-* ``seasonal`` -- seasonal naive profile when a period (1 d / 7 d, `predictors.periodicity`) is found:
-  mean of the last `seasons` cycles, smoothed over +-`smooth` minutes, scaled by the ratio between the
-  recent level of the series and of the profile (handles day-to-day growth and level shifts).
+* ``seasonal`` -- seasonal naive profile when a period (30 / 60 min, 1 d, 7 d; `predictors.periodicity`)
+  is found: mean of the last `seasons` cycles, smoothed over +-`smooth` minutes, scaled by the ratio
+  between the recent level of the series and of the profile (handles growth and level shifts); the
+  window peak is the max of the profile over the window.
 
-Each candidate's forecast for horizon D+1 (the minute a pod requested now starts to serve) is scored
-when its minute arrives: residuals e = log1p(x) - log1p(f) over the last `window` minutes. At each refit
-the candidate whose calibrated `quantile` band (f + 1) * exp(Q_q(e)) - 1 is the cheapest on average is
-selected (a backtest-based selector, per series). Robust to NaN (skipped), zeros (log1p), level shifts
-(EWMA / ratio), and short history (no period -> level / hold).
+Band = split-conformal quantile of the log residuals: ``(f + 1) * exp(Q_a(log1p W - log1p f)) - 1``
+over the last `window` decisions whose window has been observed (so the band is calibrated at the
+horizon that matters, D + 1). The floor ``x_{t-1}`` (what the policy's reactive estimate keeps) is part
+of the band. At each refit the pair (candidate, level a in `levels`) with the lowest backtest cost
+
+    mean(replicas) + under_cost * mean(W > replicas * C),   replicas = max(1, ceil(band / C))
+
+is selected per series -- the same trade-off as the benchmark's two metrics (replica-minutes and
+under-provisioned minutes), with the integer ceiling of small series included. `under_cost` is one
+global constant (replica-minutes one under-provisioned minute is worth), not a per-series knob.
 """
 
 from __future__ import annotations
@@ -27,14 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictors.periodicity import detect_period
-
-CANDIDATES = ("level", "hold", "seasonal")
+BASE_CANDIDATES = ("level", "hold")
 
 
 @dataclass
 class OnlineConfig:
-    quantile: float = 0.95
+    levels: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
+    under_cost: float = 90.0  # chosen on half 1 of the bench (largest grid value with replicas <= HPA's)
     alpha_fast: float = 0.5
     alpha_ratio: float = 0.1
     hold_window: int = 5
@@ -45,28 +55,36 @@ class OnlineConfig:
     refit_every: int = 60
     period_candidates: tuple[int, ...] = (30, 60, 1440, 10080)
     default_log_margin: float = 0.5  # band before enough residuals exist: x e^0.5 ~ 1.65
+    gap_level: float = 20.0  # an exact 0 while the level is >= this is a data gap (missing), ...
+    gap_max: int = 60  # ... for at most this many minutes in a row
+    run_edges: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 30, 120)  # band calibrated per bin of the last value's run length
 
 
 class OnlineForecaster:
-    """Upper-quantile forecasts of the next minutes from the minutes observed so far."""
+    """Upper-band forecasts of the next window peak from the minutes observed so far."""
 
-    def __init__(self, horizon: int, cfg: OnlineConfig | None = None, events: Sequence = ()):
+    def __init__(self, horizon: int, cfg: OnlineConfig | None = None, events: Sequence = (), capacity: float = 1.0):
         self.cfg = cfg or OnlineConfig()
-        self.h = int(horizon)  # scoring horizon (D + 1)
+        self.h = int(horizon)  # window length D + 1
         self.events = tuple(events)
+        self.capacity = float(capacity)
         self.n = 0  # number of minutes ingested
         self.clean: list[float] = []
         self.level = math.nan
-        self.lx = math.nan  # EWMA of clean x (slow), for the seasonal ratio
-        self.ls = math.nan  # EWMA of the profile at the same minutes
-        self.period: int | None = None
-        self.profile_start = 0
-        self.profile = np.zeros(0)
-        self.pending: dict[str, deque[tuple[int, float]]] = {c: deque() for c in CANDIDATES}
-        self.resid: dict[str, deque[float]] = {c: deque(maxlen=self.cfg.window) for c in CANDIDATES}
-        self.fc_hist: dict[str, deque[float]] = {c: deque(maxlen=self.cfg.window) for c in CANDIDATES}
-        self.chosen = "level"
-        self.log_q = self.cfg.default_log_margin
+        self.zero_run = 0
+        self.run = 0  # how many minutes in a row the last value has been repeated
+        self.last_raw = math.nan
+        # seasonal candidates: name -> [start minute, profile, EWMA of x, EWMA of the profile]
+        self.profiles: dict[str, list] = {}
+        # decisions waiting for their window: (t, floor, run bin, {candidate: forecast})
+        self.pending: deque[tuple[int, float, int, dict[str, float]]] = deque()
+        w = self.cfg.window
+        self.hist_f: dict[str, deque[float]] = {}
+        self.hist_floor: deque[float] = deque(maxlen=w)
+        self.hist_w: deque[float] = deque(maxlen=w)
+        self.hist_bin: deque[int] = deque(maxlen=w)
+        self.chosen = "hold"
+        self.log_q = [self.cfg.default_log_margin] * (len(self.cfg.run_edges) + 1)
         self.next_refit = 0
 
     # ----------------------------------------------------------------------------------------- helpers
@@ -77,11 +95,16 @@ class OnlineForecaster:
                 m = max(m, float(ev.multiplier))
         return m
 
-    def _profile_at(self, u: int) -> float:
-        i = u - self.profile_start
-        if 0 <= i < len(self.profile):
-            return float(self.profile[i])
+    def _profile_at(self, c: str, u: int) -> float:
+        start, prof = self.profiles[c][0], self.profiles[c][1]
+        i = u - start
+        if 0 <= i < len(prof):
+            return float(prof[i])
         return math.nan
+
+    def last(self) -> float:
+        """Last observed clean minute (NaN if missing)."""
+        return self.clean[-1] if self.clean else math.nan
 
     # ----------------------------------------------------------------------------------------- updates
     def observe_until(self, observed: np.ndarray) -> None:
@@ -96,85 +119,146 @@ class OnlineForecaster:
             self.next_refit = self.n + self.cfg.refit_every
 
     def _ingest(self, u: int, x: float) -> None:
+        cfg = self.cfg
+        if x == 0.0:
+            self.zero_run += 1
+            if self.level == self.level and self.level >= cfg.gap_level and self.zero_run <= cfg.gap_max:
+                x = math.nan  # a busy series does not drop to exactly 0: missing data
+        else:
+            self.zero_run = 0
+        self.run = self.run + 1 if x == self.last_raw else 1
+        self.last_raw = x
         if x != x or x < 0:  # NaN / invalid: missing minute
             self.clean.append(math.nan)
-            return
-        x = x / self.multiplier(u)
-        self.clean.append(x)
-        a = self.cfg.alpha_fast
-        self.level = x if self.level != self.level else a * x + (1 - a) * self.level
-        s = self._profile_at(u)
-        if s == s:
-            b = self.cfg.alpha_ratio
-            self.lx = x if self.lx != self.lx else b * x + (1 - b) * self.lx
-            self.ls = s if self.ls != self.ls else b * s + (1 - b) * self.ls
-        lx = math.log1p(x)
-        for c in CANDIDATES:
-            q = self.pending[c]
-            while q and q[0][0] < u:
-                q.popleft()
-            if q and q[0][0] == u:
-                _, f = q.popleft()
-                self.resid[c].append(lx - math.log1p(max(f, 0.0)))
-                self.fc_hist[c].append(f)
+        else:
+            x = x / self.multiplier(u)
+            self.clean.append(x)
+            a = cfg.alpha_fast
+            self.level = x if self.level != self.level else a * x + (1 - a) * self.level
+            b = cfg.alpha_ratio
+            for c, p in self.profiles.items():
+                s = self._profile_at(c, u)
+                if s == s:
+                    p[2] = x if p[2] != p[2] else b * x + (1 - b) * p[2]
+                    p[3] = s if p[3] != p[3] else b * s + (1 - b) * p[3]
+        # Resolve the decision whose window [t, t + h) ends with minute u.
+        while self.pending and self.pending[0][0] + self.h - 1 <= u:
+            t, floor, rb, fc = self.pending.popleft()
+            win = [v for v in self.clean[t : t + self.h] if v == v]
+            if not win:
+                continue
+            for c in fc:
+                if c not in self.hist_f:
+                    self.hist_f[c] = deque([math.nan] * len(self.hist_w), maxlen=self.cfg.window)
+            self.hist_w.append(max(win))
+            self.hist_floor.append(floor)
+            self.hist_bin.append(rb)
+            for c, q in self.hist_f.items():
+                q.append(fc.get(c, math.nan))
 
     def _refit(self) -> None:
+        self._build_profiles(np.asarray(self.clean, dtype=np.float64))
+        self._select()
+
+    def _build_profiles(self, clean: np.ndarray) -> None:
+        """Seasonal profiles (mean and peak of the last `seasons` cycles) for every candidate period with
+        at least two cycles of history, for minutes [t - 120, t + refit_every + 4 h)."""
         cfg = self.cfg
-        clean = np.asarray(self.clean, dtype=np.float64)
         t = len(clean)
-        # Period detection on (up to) the last 4 weeks.
-        if t >= 2 * min(cfg.period_candidates) + 2:
-            self.period = detect_period(clean[-4 * 10080 :], cfg.period_candidates)
-        else:
-            self.period = None
-        # Seasonal profile for minutes [t - 120, t + refit_every + 4h).
-        self.profile = np.zeros(0)
-        if self.period:
-            P = self.period
-            lo, hi = max(0, t - 120), t + cfg.refit_every + 240
+        lo, hi = max(0, t - 120), t + cfg.refit_every + 240
+        u = np.arange(lo, hi)
+        xs = np.where(np.isnan(clean), 0.0, clean)
+        ok = (~np.isnan(clean)).astype(np.float64)
+        cx = np.concatenate([[0.0], np.cumsum(xs)])
+        co = np.concatenate([[0.0], np.cumsum(ok)])
+        xm = np.where(np.isnan(clean), -np.inf, clean)
+        self.profiles = {}
+        for P in cfg.period_candidates:
+            if t < 2 * P:
+                continue
             w = cfg.smooth if P >= 1440 else 0  # timers: keep the spike sharp
-            xs = np.where(np.isnan(clean), 0.0, clean)
-            ok = (~np.isnan(clean)).astype(np.float64)
-            k = 2 * w + 1
-            cx = np.concatenate([[0.0], np.cumsum(xs)])
-            co = np.concatenate([[0.0], np.cumsum(ok)])
-            u = np.arange(lo, hi)
-            acc = np.zeros(len(u))
-            cnt = np.zeros(len(u))
+            acc, cnt = np.zeros(len(u)), np.zeros(len(u))
+            peak = np.full(len(u), -np.inf)
             for s in range(1, cfg.seasons + 1):
                 c = u - s * P  # centre of the smoothing window, must lie fully in the past
                 a, b = c - w, c + w + 1
                 valid = (a >= 0) & (b <= t)
                 a, b = np.clip(a, 0, t), np.clip(b, 0, t)
-                num = cx[b] - cx[a]
-                den = co[b] - co[a]
+                num, den = cx[b] - cx[a], co[b] - co[a]
                 good = valid & (den > 0)
                 acc[good] += num[good] / den[good]
                 cnt[good] += 1
-            prof = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
-            self.profile_start, self.profile = lo, prof
-            # Re-seed the ratio EWMAs over the last two hours with the new profile.
-            self.lx = self.ls = math.nan
-            b = cfg.alpha_ratio
-            for uu in range(lo, t):
-                x, s = clean[uu], prof[uu - lo]
-                if x == x and s == s:
-                    self.lx = x if self.lx != self.lx else b * x + (1 - b) * self.lx
-                    self.ls = s if self.ls != self.ls else b * s + (1 - b) * self.ls
-        # Selector: cheapest calibrated band among candidates with enough residuals.
-        best, best_cost, best_q = None, math.inf, cfg.default_log_margin
-        for c in CANDIDATES:
-            r = self.resid[c]
-            if len(r) < cfg.min_residuals or (c == "seasonal" and not self.period):
+                for o in range(-w, w + 1):
+                    i = c + o
+                    v = valid & (i >= 0) & (i < t)
+                    peak[v] = np.maximum(peak[v], xm[i[v]])
+            mean = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
+            peak = np.where(np.isfinite(peak), peak, np.nan)
+            for kind, prof in (("mean", mean), ("peak", peak)):
+                self.profiles[f"{kind}{P}"] = self._with_ratio(clean, lo, prof)
+
+    def _with_ratio(self, clean: np.ndarray, lo: int, prof: np.ndarray) -> list:
+        """[start, profile, EWMA of x, EWMA of the profile] seeded over the last two hours."""
+        b = self.cfg.alpha_ratio
+        lx = ls = math.nan
+        for uu in range(lo, len(clean)):
+            x, s = clean[uu], prof[uu - lo]
+            if x == x and s == s:
+                lx = x if lx != lx else b * x + (1 - b) * lx
+                ls = s if ls != ls else b * s + (1 - b) * ls
+        return [lo, prof, lx, ls]
+
+    def _select(self) -> None:
+        """Backtest every (candidate, level) on the resolved decisions; keep the cheapest candidate, with
+        the cheapest level per run-length bin (Mondrian conformal: one calibration per bin)."""
+        cfg = self.cfg
+        W = np.fromiter(self.hist_w, float)
+        if len(W) < cfg.min_residuals:
+            return
+        floor = np.nan_to_num(np.fromiter(self.hist_floor, float))
+        bins = np.fromiter(self.hist_bin, int)
+        C = self.capacity
+        levels = np.asarray(cfg.levels)
+        best = (math.inf, self.chosen, self.log_q)
+        for c in self.hist_f:
+            if c not in BASE_CANDIDATES and c not in self.profiles:
                 continue
-            q = float(np.quantile(np.fromiter(r, float), cfg.quantile))
-            f = np.fromiter(self.fc_hist[c], float)
-            cost = float(np.mean((f + 1.0) * math.exp(q)))
-            if cost < best_cost:
-                best, best_cost, best_q = c, cost, q
-        if best is None:
-            best = "hold"
-        self.chosen, self.log_q = best, best_q
+            f = np.fromiter(self.hist_f[c], float)
+            ok = np.isfinite(f)
+            if ok.sum() < cfg.min_residuals:
+                continue
+            f, w, fl, bn = np.maximum(f[ok], 0.0), W[ok], floor[ok], bins[ok]
+            e = np.log1p(w) - np.log1p(f)
+            total, qb = 0.0, []
+            pooled = None
+            for b in range(len(cfg.run_edges) + 1):
+                sel = bn == b if b > 0 else np.ones(len(e), bool)
+                if b > 0 and sel.sum() < cfg.min_residuals:
+                    qb.append(pooled)
+                    sel = (bn == b)
+                    if sel.any():
+                        total += self._cost(f[sel], w[sel], fl[sel], pooled, C).sum()
+                    continue
+                qs = np.quantile(e[sel], levels)
+                cost = self._cost(f[sel], w[sel], fl[sel], qs, C)
+                i = int(np.argmin(cost))
+                if b == 0:
+                    pooled = float(qs[i])
+                else:
+                    total += float(cost[i])
+                qb.append(float(qs[i]))
+            total /= len(e)
+            if total < best[0] - 1e-12:
+                best = (total, c, qb)
+        _, self.chosen, self.log_q = best
+
+    def _cost(self, f, w, fl, qs, C):
+        """Summed backtest cost per band level: replicas + under_cost * under-provisioned decisions."""
+        qs = np.atleast_1d(np.asarray(qs, dtype=float))
+        band = (f[None, :] + 1.0) * np.exp(qs[:, None]) - 1.0
+        reps = np.maximum(1.0, np.ceil(np.maximum(band, fl[None, :]) / C - 1e-9))
+        miss = w[None, :] > reps * C + 1e-9
+        return reps.sum(axis=1) + self.cfg.under_cost * miss.sum(axis=1)
 
     # ---------------------------------------------------------------------------------------- forecast
     def point(self, c: str, u: int) -> float:
@@ -183,26 +267,36 @@ class OnlineForecaster:
             return self.level if self.level == self.level else 0.0
         if c == "hold":
             vals = [v for v in self.clean[-self.cfg.hold_window :] if v == v]
-            return max(vals) if vals else 0.0
-        s = self._profile_at(u)
-        if s != s or self.lx != self.lx:
+            return max(vals) if vals else (self.level if self.level == self.level else 0.0)
+        s = self._profile_at(c, u)
+        lx, ls = self.profiles[c][2], self.profiles[c][3]
+        if s != s or lx != lx:
             return self.point("level", u)
         eps = 1.0
-        ratio = (self.lx + eps) / (self.ls + eps)
+        ratio = (lx + eps) / (ls + eps)
         return max(0.0, (s + eps) * min(max(ratio, 0.05), 20.0) - eps)
 
+    def window_point(self, c: str, t: int) -> float:
+        """Point forecast of candidate c for the window peak max(x_t .. x_{t+h-1})."""
+        if c not in BASE_CANDIDATES:
+            return max(self.point(c, t + k) for k in range(self.h))
+        return self.point(c, t)
+
     def step(self, t: int) -> None:
-        """Record the candidates' forecasts for minute t - 1 + h (scored when it arrives)."""
-        u = t - 1 + self.h
-        for c in CANDIDATES:
-            if c == "seasonal" and not self.period:
-                continue
-            self.pending[c].append((u, self.point(c, u)))
+        """Record the candidates' forecasts of the window starting at t (scored when it is observed)."""
+        fc = {c: self.window_point(c, t) for c in (*BASE_CANDIDATES, *self.profiles)}
+        self.pending.append((t, self.last(), self.run_bin(), fc))
+
+    def run_bin(self) -> int:
+        return max(1, int(np.searchsorted(self.cfg.run_edges, self.run, side="right")))
+
+    def upper_window(self, t: int) -> float:
+        """Calibrated upper band of the clean window peak max(x_t .. x_{t+D}) (no event multiplier)."""
+        return (self.window_point(self.chosen, t) + 1.0) * math.exp(self.log_q[self.run_bin()]) - 1.0
 
     def upper(self, u: int) -> float:
-        """Calibrated upper-quantile forecast of the clean demand at minute u (no event multiplier)."""
-        f = self.point(self.chosen, u)
-        return (f + 1.0) * math.exp(self.log_q) - 1.0
+        """Upper band of the clean demand of one minute u (same calibration; used for events)."""
+        return (self.point(self.chosen, u) + 1.0) * math.exp(self.log_q[0]) - 1.0
 
     def median(self, u: int) -> float:
         return self.point(self.chosen, u)

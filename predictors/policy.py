@@ -44,9 +44,10 @@ class PolicyConfig:
     max_replicas: int = 100_000
     safety_margin: float = 0.0
     reactive_margin: float = 0.0
+    panic: bool = False
     panic_factor: float = 1.0
     panic_hold: int = 2
-    down_window: int = 3
+    down_window: int = 1
     max_down_step: float = 1.0
     max_up_step: int | None = None
     event_lead: int = 5
@@ -108,7 +109,7 @@ class ReplicaPolicy:
         have_load = last_load is not None and last_load == last_load
         if have_load:
             est["reactive"] = self._ceil(last_load * (1 + cfg.reactive_margin))
-            if last_upper is not None and last_upper == last_upper and last_load > last_upper:
+            if cfg.panic and last_upper is not None and last_upper == last_upper and last_load > last_upper:
                 self.panic_until = t + cfg.panic_hold
             if t <= self.panic_until:
                 growth = 0.0
@@ -155,7 +156,7 @@ class PredictivePolicy:
             events=tuple(env.events),
             **self.policy_kwargs,
         )
-        self.fc = OnlineForecaster(env.startup_delay + 1, self.online_cfg, env.events)
+        self.fc = OnlineForecaster(env.startup_delay + 1, self.online_cfg, env.events, env.capacity)
         self.rp = ReplicaPolicy(self.cfg)
         self.last_upper: dict[int, float] = {}
 
@@ -164,7 +165,8 @@ class PredictivePolicy:
         fc.observe_until(observed)
         fc.step(t)
         n_up = self.cfg.startup_delay + 1 + self.cfg.event_lead
-        upper = [fc.upper(t + k) for k in range(n_up)]
+        D = self.cfg.startup_delay
+        upper = [fc.upper_window(t)] * (D + 1) + [fc.upper(t + k) for k in range(D + 1, n_up)]
         last = float(observed[-1]) if len(observed) else math.nan
         prev = float(observed[-2]) if len(observed) > 1 else math.nan
         m_last = fc.multiplier(t - 1)

@@ -184,9 +184,13 @@ def simulate_oracle(demand: np.ndarray, env: Env, *, warmup: int) -> RunResult:
 class HPAPolicy:
     """Kubernetes HPA on observed load, evaluated once per minute.
 
-    * metric: the load of the last complete minute r_{t-1} (one-minute metric lag), utilisation
-      = r / (ready * C); desired = ceil(r / (target * C)) unless |utilisation / target - 1| <= tolerance
-      (then the current count is kept);
+    * metric: the load of the last complete minute r_{t-1} (one-minute metric lag); utilisation is the
+      average over the *ready* pods, r / (ready * C), where ready = the pods that served minute t - 1;
+      desired = ceil(ready * utilisation / target) = ceil(r / (target * C)) unless
+      |utilisation / target - 1| <= tolerance (then the current count is kept). As in the Kubernetes
+      replica calculator, when it would scale up while pods are still starting (current > ready), the
+      starting pods count with 0 % utilisation: the ratio is recomputed over all `current` pods and the
+      count is kept if that ratio is within tolerance or below 1;
     * scale-down stabilisation: the max of the recommendations of the last `down_window` minutes;
     * scale-up rate: per 15 s period max(+100 %, +4 pods); a minute holds 4 periods, so
       n -> max(2n, n + 4) applied 4 times; scale-down is not rate limited (default 100 % / 15 s).
@@ -205,9 +209,16 @@ class HPAPolicy:
         C = self.env.capacity
         r = observed[-1]
         r = 0.0 if r != r else float(r)
+        unready = max(0, current - ready)
         if ready > 0:
-            ratio = r / (ready * C) / self.target
-            desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(ratio * ready - 1e-9)
+            ratio = r / (ready * C) / self.target  # average utilisation of the ready pods / target
+            if unready == 0 or ratio <= 1.0:
+                desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(ratio * ready - 1e-9)
+            else:  # scale-up while pods are starting: they count with 0 % utilisation
+                new_ratio = r / (current * C) / self.target
+                desired = math.ceil(new_ratio * current - 1e-9)
+                if abs(new_ratio - 1.0) <= self.tolerance or (new_ratio < 1.0 and desired > current):
+                    desired = current
         else:
             desired = math.ceil(r / (self.target * C) - 1e-9)
         desired = max(self.env.min_replicas, desired)

@@ -21,7 +21,7 @@ def test_reactive_floor():
 
 
 def test_panic_when_load_above_band():
-    p = ReplicaPolicy(PolicyConfig(capacity=10.0, panic_factor=1.5))
+    p = ReplicaPolicy(PolicyConfig(capacity=10.0, panic=True, panic_factor=1.5))
     d = p.decide(5, [20.0, 20.0, 20.0], current=2, last_load=60.0, prev_load=30.0, last_upper=20.0)
     assert d.reason == "panic" and d.replicas == 18  # ceil((60 * 1.5 + 30 * 3) / 10)
 
