@@ -393,6 +393,9 @@ class Scaler:
                            degraded=("True", "PolicyFailed", str(exc)[:300]), observed=float(last))
         st.last_upper = {m: float(upper[0])} if used_forecast else {}
         replicas, reason = d.replicas, d.reason
+        if not used_forecast:  # the "forecast" was the last load: that is the reactive estimate
+            d.estimates.pop("forecast", None)
+            reason = "reactive" if reason == "forecast" else reason
         # Scale-up stabilization (HPA semantics): the lowest recommendation of the window.
         if a.up_window > 0:
             if st.ups.maxlen != a.up_window + 1:

@@ -138,3 +138,17 @@ def start_replay(counts: np.ndarray, apps: list[tuple[str, str]], tick_seconds: 
     if backfill and history > 0:
         promserver.backfill(replay.openmetrics(history, time.time(), samples_per_minute), base)
     return ReplayServer(replay, base=base, target=f"traffic-{apps[0][0]}-{apps[0][1]}").start()
+
+
+def daily_ramp(days: int = 4, ramp_at: int = 600, base: float = 60.0, peak: float = 1200.0, seed: int = 7
+               ) -> np.ndarray:
+    """A synthetic trace: flat `base` req/min with the same 30-minute ramp to `peak` at minute
+    `ramp_at` of every day (5 min up, 20 min plateau, 5 min down), 3 % noise. For tests and the demo."""
+    rng = np.random.default_rng(seed)
+    day = np.full(1440, base)
+    for j in range(5):
+        day[ramp_at + j] = base + (peak - base) * (j + 1) / 5
+        day[ramp_at + 25 + j] = peak - (peak - base) * (j + 1) / 5
+    day[ramp_at + 5 : ramp_at + 25] = peak
+    x = np.tile(day, days)
+    return np.maximum(x * rng.normal(1, 0.03, len(x)), 0).round()

@@ -1,0 +1,190 @@
+"""The scaling loop's pure core with a fake Prometheus: timing, fallbacks, isolation between apps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpcloud_operator.scaling import core
+from mpcloud_operator.scaling.core import DEFAULT_QUERY, AppInput, History, Scaler, Settings, from_body
+from mpcloud_operator.scaling.promapi import PromError
+
+TICK = 60.0
+RAMP = 600  # minute of day
+
+
+def load(minute: int) -> float:
+    j = minute % 1440 - RAMP
+    if 0 <= j < 5:
+        return 60 + 1140 * (j + 1) / 5
+    if 5 <= j < 25:
+        return 1200.0
+    return 60.0
+
+
+class FakeProm:
+    """Serves `load` for every app it knows, per query; can fail or go silent."""
+
+    def __init__(self, keys):
+        self.keys = list(keys)
+        self.fail: set[str] = set()
+        self.silent_from: int | None = None
+        self.calls: list[tuple[str, int]] = []
+
+    def query_range(self, query, start, end, step):
+        n = int(round((end - start) / step)) + 1
+        self.calls.append((query, n))
+        if any(f in query for f in self.fail):
+            raise PromError("connection refused")
+        minutes = np.arange(n) + int(round(start / step)) - 1  # stamp s holds minute s - 1
+        row = np.array([load(int(m)) for m in minutes], dtype=np.float32)
+        if self.silent_from is not None:
+            row[minutes >= self.silent_from] = np.nan
+        return [{"namespace": ns, "app": a} for ns, a in self.keys], np.tile(row, (len(self.keys), 1))
+
+
+def app(name: str, mode: str = "predictive", **kw) -> AppInput:
+    return AppInput("ns", name, f"uid-{name}", mode, kw.pop("query", DEFAULT_QUERY), capacity=100.0, min_replicas=1,
+                    max_replicas=20, current=1, up_replicas=20, down_window=3, **kw)
+
+
+def run(scaler: Scaler, apps: list[AppInput], minutes: range) -> dict[str, list[tuple[int, int, str]]]:
+    out: dict[str, list] = {a.name: [] for a in apps}
+    for m in minutes:
+        for a, o in zip(apps, scaler.tick(apps, m * TICK + 1)):
+            out[a.name].append((m, o.replicas, o.reason))
+            a.current = o.replicas
+    return out
+
+
+def first_rise(series):
+    return next(m for m, r, _ in series if r > 1)
+
+
+def test_render_query_default_tick_is_plain_promql():
+    q = core.render_query(DEFAULT_QUERY, 60)
+    assert q == "sum by (namespace, app) (rate(mpcloud_app_requests_total[120000ms])) * 60"
+    assert "[4000ms])) * 2" in core.render_query(DEFAULT_QUERY, 2)
+
+
+def test_predictive_rises_before_the_ramp_reactive_after():
+    day3 = 3 * 1440
+    apps = [app("pred"), app("reac", mode="scheduled")]
+    prom = FakeProm([a.key for a in apps])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=3 * 1440, min_history=120))
+    tl = run(s, apps, range(day3 + RAMP - 10, day3 + RAMP + 40))
+    assert first_rise(tl["pred"]) <= day3 + RAMP - 2  # D = 2 minutes ahead
+    assert first_rise(tl["reac"]) >= day3 + RAMP + 1
+    assert max(r for _, r, _ in tl["pred"]) == 12
+    assert tl["pred"][-1][1] == 1 and tl["reac"][-1][1] == 1  # scaled in after
+    # one range query per tick for both apps (they share the default query), history loaded once
+    assert len([c for c in prom.calls if c[1] <= 4]) == len(range(day3 + RAMP - 10, day3 + RAMP + 40)) - 1
+
+
+def test_prometheus_down_holds_replicas_and_flags_the_app():
+    a = app("x")
+    a.current = 7
+    prom = FakeProm([a.key])
+    prom.fail = {"mpcloud_app_requests_total"}
+    o = Scaler(prom, Settings(tick_seconds=TICK)).tick([a], 5000 * TICK)[0]
+    assert (o.replicas, o.reason, o.changed) == (7, "hold", False)
+    assert o.degraded[:2] == ("True", "MetricsUnavailable")
+
+
+def test_no_recent_data_holds_never_drops_to_min():
+    a = app("x")
+    prom = FakeProm([a.key])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440))
+    s.tick([a], 5000 * TICK)
+    a.current = 9
+    prom.silent_from = 5000
+    o = s.tick([a], 5003 * TICK)[0]
+    assert (o.replicas, o.degraded[1]) == (9, "NoData")
+
+
+def test_short_history_falls_back_to_reactive():
+    a = app("x")
+    prom = FakeProm([a.key])
+    prom.silent_from = None
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=2000))
+    o = s.tick([a], (RAMP + 10) * TICK)[0]
+    assert o.degraded[1] == "InsufficientHistory" and o.reason == "reactive" and o.replicas == 12
+
+
+def test_one_failing_query_group_does_not_block_others():
+    good, bad = app("good"), app("bad", query='sum(broken{app="bad"})')
+    prom = FakeProm([good.key])
+    prom.fail = {"broken"}
+    outs = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440)).tick([good, bad], (RAMP + 10) * TICK)
+    assert outs[0].degraded[0] == "False" and outs[0].replicas > 1
+    assert outs[1].degraded[1] == "MetricsUnavailable" and outs[1].replicas == 1
+
+
+def test_forecast_failure_for_one_app_falls_back_for_that_app_only(monkeypatch):
+    apps = [app("a"), app("b")]
+    real = core.forecast_batch
+
+    def flaky(X, *args, **kw):
+        if len(X) > 1 or X[0, 0] < 0:
+            raise ValueError("boom")
+        return real(X, *args, **kw)
+
+    prom = FakeProm([x.key for x in apps])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=60))
+    s.tick(apps, 3000 * TICK)
+    s.history.X[s.history.rows[("ns", "b")], 0] = -1  # makes b's forecast fail
+    monkeypatch.setattr(core, "forecast_batch", flaky)
+    a_out, b_out = s.tick(apps, 3000 * TICK + 1)
+    assert a_out.degraded[0] == "False" and a_out.summary is not None
+    assert b_out.degraded[1] == "ForecastFailed" and b_out.reason in ("reactive", "bound", "stabilization")
+
+
+def test_event_is_prescaled_before_its_start():
+    start = 5000
+    a = app("promo", mode="scheduled", events=((start * TICK, (start + 5) * TICK, 5.0),))
+    prom = FakeProm([a.key])
+    tl = run(Scaler(prom, Settings(tick_seconds=TICK, history_minutes=600)), [a], range(start - 12, start + 1))
+    rise = first_rise(tl["promo"])
+    assert rise <= start - 2 and dict((m, why) for m, _, why in tl["promo"])[rise] == "event"
+
+
+def test_history_shift_and_put():
+    h = History(5)
+    h.row(("a", "b"))
+    h.advance(10)
+    h.put(("a", "b"), 5, np.arange(5, dtype=np.float32))
+    h.advance(12)
+    assert np.isnan(h.X[0, -2:]).all() and list(h.X[0, :3]) == [2, 3, 4]
+
+
+def test_from_body_maps_spec_and_skips_reactive():
+    body = {"metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+            "spec": {"replicas": {"min": 2, "max": 9, "desired": 1},
+                     "scaling": {"mode": "predictive", "capacityPerReplica": 100, "targetUtilization": 0.5,
+                                 "scaleDown": {"stabilizationWindowSeconds": 120, "maxStepPercent": 50},
+                                 "events": [{"name": "e", "start": "2030-01-01T00:00:00Z",
+                                             "end": "2030-01-01T01:00:00Z", "expectedMultiplier": 3}]}},
+            "status": {"desiredReplicas": 4}}
+    a = from_body(body, 60)
+    assert (a.capacity, a.min_replicas, a.max_replicas, a.current, a.down_window, a.down_percent) == (50, 2, 9, 4, 2, 50)
+    assert a.query == DEFAULT_QUERY and a.events[0][2] == 3
+    body["spec"]["scaling"]["mode"] = "reactive"
+    assert from_body(body, 60) is None
+
+
+@pytest.mark.parametrize("mode,has_replicas", [("reactive", True), ("predictive", False), ("scheduled", False)])
+def test_deployment_replicas_owned_by_scaler_in_scaled_modes(mode, has_replicas):
+    from mpcloud_operator.miniprogramapp import resources as r
+    from mpcloud_operator.miniprogramapp.model import MiniProgramApp
+
+    scaling = {"mode": mode} if mode == "reactive" else {"mode": mode, "capacityPerReplica": 10}
+    app_ = MiniProgramApp.model_validate({
+        "metadata": {"name": "x", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"image": "i", "ports": [{"name": "http", "containerPort": 8080}], "scaling": scaling,
+                 "replicas": {"min": 1, "max": 9, "desired": 2}},
+        "status": {"desiredReplicas": 5}})
+    assert ("replicas" in r.deployment(app_)["spec"]) is has_replicas
+    st = r.compute_status(app_, {"replicas": 6, "readyReplicas": 6, "availableReplicas": 6, "updatedReplicas": 6},
+                          [], deployment_replicas=6)
+    assert st["desiredReplicas"] == (2 if has_replicas else 6)
+    assert r.desired_replicas(app_) == (2 if has_replicas else 5)
