@@ -8,7 +8,7 @@ next decision can take effect, i.e. the *window peak* ``W_t = max(x_t .. x_{t+D}
 delay; ``horizon`` = D + 1 minutes). All forecasts are made from the minutes before t (no peeking).
 
 Candidates (all on the *clean* series: declared-event minutes divided by their multiplier; suspected
-data gaps -- exact zeros in a busy series, see `gap_level` -- are treated as missing):
+data gaps -- exact zeros right after 30 busy minutes, see `gap_level` -- are treated as missing):
 
 * ``level``    -- EWMA of the last minutes (alpha `alpha_fast`): follows level shifts and steps;
 * ``hold``     -- max of the last `hold_window` minutes: robust for step-wise / bursty series;
@@ -55,8 +55,9 @@ class OnlineConfig:
     refit_every: int = 60
     period_candidates: tuple[int, ...] = (30, 60, 1440, 10080)
     default_log_margin: float = 0.5  # band before enough residuals exist: x e^0.5 ~ 1.65
-    gap_level: float = 20.0  # an exact 0 while the level is >= this is a data gap (missing), ...
+    gap_level: float = 20.0  # an exact 0 after 30 minutes >= this is a data gap (missing), ...
     gap_max: int = 60  # ... for at most this many minutes in a row
+    event_level: float = 0.99  # band level for declared-event minutes
     run_edges: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 30, 120)  # band calibrated per bin of the last value's run length
 
 
@@ -72,6 +73,8 @@ class OnlineForecaster:
         self.clean: list[float] = []
         self.level = math.nan
         self.zero_run = 0
+        self.busy = 0  # minutes in a row with demand >= gap_level
+        self.in_gap = False
         self.run = 0  # how many minutes in a row the last value has been repeated
         self.last_raw = math.nan
         # seasonal candidates: name -> [start minute, profile, EWMA of x, EWMA of the profile]
@@ -85,6 +88,7 @@ class OnlineForecaster:
         self.hist_bin: deque[int] = deque(maxlen=w)
         self.chosen = "hold"
         self.log_q = [self.cfg.default_log_margin] * (len(self.cfg.run_edges) + 1)
+        self.log_qmax = self.cfg.default_log_margin  # residual quantile `event_level` (declared events)
         self.next_refit = 0
 
     # ----------------------------------------------------------------------------------------- helpers
@@ -122,10 +126,13 @@ class OnlineForecaster:
         cfg = self.cfg
         if x == 0.0:
             self.zero_run += 1
-            if self.level == self.level and self.level >= cfg.gap_level and self.zero_run <= cfg.gap_max:
-                x = math.nan  # a busy series does not drop to exactly 0: missing data
-        else:
+            if self.zero_run == 1:
+                self.in_gap = self.busy >= 30
+            if self.in_gap and self.zero_run <= cfg.gap_max:
+                x = math.nan  # a series busy for 30 minutes does not drop to exactly 0: missing data
+        elif x == x:
             self.zero_run = 0
+            self.busy = self.busy + 1 if x >= cfg.gap_level else 0
         self.run = self.run + 1 if x == self.last_raw else 1
         self.last_raw = x
         if x != x or x < 0:  # NaN / invalid: missing minute
@@ -249,8 +256,9 @@ class OnlineForecaster:
                 qb.append(float(qs[i]))
             total /= len(e)
             if total < best[0] - 1e-12:
-                best = (total, c, qb)
-        _, self.chosen, self.log_q = best
+                best = (total, c, qb, float(np.quantile(e, cfg.event_level)))
+        if len(best) == 4:
+            _, self.chosen, self.log_q, self.log_qmax = best
 
     def _cost(self, f, w, fl, qs, C):
         """Summed backtest cost per band level: replicas + under_cost * under-provisioned decisions."""
@@ -297,6 +305,11 @@ class OnlineForecaster:
     def upper(self, u: int) -> float:
         """Upper band of the clean demand of one minute u (same calibration; used for events)."""
         return (self.point(self.chosen, u) + 1.0) * math.exp(self.log_q[0]) - 1.0
+
+    def upper_max(self, u: int) -> float:
+        """Conservative calibrated band of minute u (level `event_level` of the window's residuals), for
+        declared events, where an under-provisioned minute costs most."""
+        return (self.point(self.chosen, u) + 1.0) * math.exp(max(self.log_qmax, self.log_q[0])) - 1.0
 
     def median(self, u: int) -> float:
         return self.point(self.chosen, u)

@@ -9,7 +9,8 @@ Like Alibaba AHPA, the count is the max of several estimates, then stabilised an
   minutes in between), where upper_q is the forecaster's calibrated quantile band;
 * ``reactive`` -- ceil(last_load * (1 + reactive_margin) / C): never below what the last minute needed;
 * ``event``    -- during a declared event (and `event_lead` minutes + D before it, to pre-scale), the
-  forecast band times the event multiplier times (1 + event_margin);
+  conservative calibrated band (`event_upper`: level 0.999 of the recent residuals) times the event
+  multiplier times (1 + event_margin): an under-provisioned minute of a declared promotion costs most;
 * ``panic``    -- observed load above the band predicted for it: react immediately with
   ceil(last_load * panic_factor / C) plus the last minute's growth extrapolated over D + 1 minutes,
   and hold (no scale-down) for `panic_hold` minutes;
@@ -88,22 +89,25 @@ class ReplicaPolicy:
         last_load: float | None = None,
         prev_load: float | None = None,
         last_upper: float | None = None,
+        event_upper: Sequence[float] | np.ndarray | None = None,
     ) -> Decision:
         """Replicas to request at minute t.
 
         upper[k] is the upper forecast band (without event multipliers) of minute t + k, for
         k = 0 .. D + event_lead (at least D + 1 values); last_load is the demand observed in minute t - 1
-        (NaN / None if missing), prev_load the one of t - 2, last_upper the band that was predicted for t - 1.
+        (NaN / None if missing), prev_load the one of t - 2, last_upper the band that was predicted for t - 1;
+        event_upper (default: upper) is the band used for declared-event minutes.
         """
         cfg = self.cfg
         D = cfg.startup_delay
         est: dict[str, int] = {}
         est["forecast"] = max(self._ceil(float(upper[k]) * (1 + cfg.safety_margin)) for k in range(min(D + 1, len(upper))))
         ev = 0
-        for k in range(len(upper)):
+        eu = upper if event_upper is None else event_upper
+        for k in range(min(len(eu), D + cfg.event_lead + 1)):
             m = self.event_multiplier(t + k)
-            if m > 1.0 and (k <= D + cfg.event_lead):
-                ev = max(ev, self._ceil(float(upper[k]) * m * (1 + cfg.safety_margin + cfg.event_margin)))
+            if m > 1.0:
+                ev = max(ev, self._ceil(float(eu[k]) * m * (1 + cfg.safety_margin + cfg.event_margin)))
         if ev:
             est["event"] = ev
         have_load = last_load is not None and last_load == last_load
@@ -178,6 +182,7 @@ class PredictivePolicy:
             last_load=last / m_last if last == last else None,
             prev_load=prev / fc.multiplier(t - 2) if prev == prev else None,
             last_upper=lu,
+            event_upper=[fc.upper_max(t + k) for k in range(n_up)] if self.cfg.events else None,
         )
         self.last_upper[t] = upper[0]
         # Express reactive/panic estimates in real (event-inflated) load: scale by the multiplier.

@@ -90,3 +90,43 @@ def test_forecast_batch_shapes_and_known_answers():
     np.testing.assert_allclose(fb.mean[1], 7.0, atol=0.01)
     np.testing.assert_allclose(fb.mean[2], 40.0, atol=0.5)
     assert (fb.quantiles[0.95] >= fb.mean - 1e-4).all()
+
+
+def _run_online(x, D=2, capacity=1.0, **kw):
+    from predictors.online import OnlineConfig, OnlineForecaster
+
+    fc = OnlineForecaster(D + 1, OnlineConfig(**kw), capacity=capacity)
+    for t in range(1, len(x) + 1):
+        fc.observe_until(x[:t])
+        fc.step(t)
+    return fc
+
+
+def test_online_band_covers_window_peak_and_follows_cost():
+    rng = np.random.default_rng(0)
+    x = rng.poisson(50, 3000).astype(float)
+    cheap = _run_online(x, capacity=5.0, under_cost=1.0)
+    safe = _run_online(x, capacity=5.0, under_cost=1000.0)
+    t = len(x)
+    assert safe.upper_window(t) > cheap.upper_window(t)  # a costlier miss -> a wider band
+    assert safe.upper_window(t) >= np.percentile(x, 99)  # covers the window peak, not the mean
+
+
+def test_online_learns_a_timer_and_block_structure():
+    x = np.zeros(3 * 1440)
+    x[::60] = 30.0  # hourly timer
+    fc = _run_online(x, capacity=3.0, under_cost=100.0)
+    t = len(x)  # next spike at minute t (t % 60 == 0)
+    assert fc.upper_window(t) >= 30.0  # the spike at minute t is covered
+    # 5-minute buckets spread evenly: once a bucket started, the rest of it is known (run-length bins)
+    rng = np.random.default_rng(1)
+    y = np.repeat(rng.poisson(40, 800) / 5.0, 5)
+    fb = _run_online(y, capacity=1.0, under_cost=100.0)
+    assert fb.log_q[2] < fb.log_q[1]  # 2nd minute of a bucket: the next 3 minutes are mostly known
+
+
+def test_online_treats_zero_gap_in_busy_series_as_missing():
+    x = np.full(600, 100.0)
+    x[500:520] = 0.0
+    fc = _run_online(x[:520])
+    assert np.isnan(fc.clean[-1]) and fc.level == pytest.approx(100.0)

@@ -58,3 +58,18 @@ def test_declared_30x_promotion_fully_provisioned_from_first_minute():
     assert served[0] >= need[0]
     assert (served >= need).all()
     assert (res["hpa"].serving[start:end] < need).any()  # the reactive baseline is late
+
+
+def test_panic_off_by_default_and_event_upper_used_for_events():
+    p = ReplicaPolicy(PolicyConfig(capacity=10.0))
+    d = p.decide(5, [20.0, 20.0, 20.0], current=2, last_load=60.0, prev_load=30.0, last_upper=20.0)
+    assert d.reason == "reactive" and d.replicas == 6
+    cfg = PolicyConfig(capacity=10.0, startup_delay=2, event_lead=5, event_margin=0.0, events=(Event(103, 130, 10.0),))
+    d = ReplicaPolicy(cfg).decide(100, [10.0] * 8, current=1, last_load=10.0, event_upper=[20.0] * 8)
+    assert (d.replicas, d.reason) == (20, "event")  # ceil(20 * 10 / 10)
+
+
+def test_no_scale_down_stabilisation_by_default():
+    p = ReplicaPolicy(PolicyConfig(capacity=10.0))
+    assert p.decide(0, [100.0] * 3, current=1, last_load=0.0).replicas == 10
+    assert p.decide(1, [10.0] * 3, current=10, last_load=0.0).replicas == 1  # the band covers t .. t + D
