@@ -49,7 +49,12 @@ def _workdir() -> Path:
 
 def _kwokctl(args: list[str], timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, KWOK_WORKDIR=str(_workdir()))
+    # kwokctl edits $KUBECONFIG (default ~/.kube/config) on create/delete; it must only ever edit ours,
+    # or deleting one mpcloud cluster would strip the same-named context from another's kubeconfig.
+    env.pop("KUBECONFIG", None)
     cmd = [str(binaries.binary_path("kwokctl")), *args, "--name", CLUSTER_NAME]
+    if args[0] in ("create", "delete"):  # the only kwokctl commands that touch a kubeconfig
+        cmd += ["--kubeconfig", str(kubeconfig_path())]
     try:
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -181,7 +186,7 @@ def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = pri
         config.write_text(yaml.safe_dump(_kwokctl_config(port), sort_keys=False))
         log(f"starting etcd, kube-apiserver (127.0.0.1:{port}), controller-manager, scheduler, kwok")
         try:
-            _kwokctl(["create", "cluster", "--config", str(config), "--kubeconfig", str(kubeconfig_path()),
+            _kwokctl(["create", "cluster", "--config", str(config),
                       "--wait", f"{int(timeout)}s", "--timeout", f"{int(timeout)}s"], timeout=timeout + 60)
         except ClusterError as exc:
             logs = _component_log_tail()
