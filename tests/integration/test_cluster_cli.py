@@ -56,3 +56,8 @@ def test_up_is_idempotent_status_reports_and_down_stops_every_process(kubeconfig
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not (tmp_path / "kwok").exists() and not (tmp_path / "kubeconfig").exists()
     assert mpcloud(tmp_path, "cluster", "status").returncode == 1
+    # Deleting this cluster must not touch the session cluster's kubeconfig (same cluster name in kwokctl).
+    from kubernetes import client, config
+
+    fresh = config.new_client_from_config(config_file=str(kubeconfig))
+    assert client.CoreV1Api(fresh).list_node().items
