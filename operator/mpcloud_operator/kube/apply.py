@@ -85,15 +85,20 @@ def delete(api: client.ApiClient, kind: str, namespace: str, name: str) -> bool:
         raise
 
 
-def patch_status(api: client.ApiClient, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict:
-    """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
-    return _call(api, "PATCH", object_path(kind, namespace, name, "status"), body={"status": status},
-                 content_type="application/merge-patch+json")
+def apply_status(api: client.ApiClient, owner: dict[str, Any], status: dict[str, Any],
+                 manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """Server-side apply `status` on the status subresource as `manager`.
 
-
-def scale(api: client.ApiClient, kind: str, namespace: str, name: str, replicas: int) -> dict[str, Any]:
-    return _call(api, "PATCH", object_path(kind, namespace, name, "scale"), body={"spec": {"replicas": replicas}},
-                 content_type="application/merge-patch+json")
+    Several writers share an object's status (the reconciler: Ready/Progressing/Degraded and replica counts;
+    the scaler: ScalingDegraded, desiredReplicas, forecast). Conditions are a list-map keyed by type, so each
+    writer owns only its own entries and never drops another's — which a merge patch of the whole list would.
+    Each writer must send every field it owns on every write: what it stops sending is removed.
+    """
+    meta = owner["metadata"]
+    body = {"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": status}
+    return _call(api, "PATCH", object_path(owner["kind"], meta["namespace"], meta["name"], "status"), body=body,
+                 content_type="application/apply-patch+yaml", query=[("fieldManager", manager), ("force", "true")])
 
 
 def post_event(api: client.ApiClient, involved: dict[str, Any], reason: str, message: str,

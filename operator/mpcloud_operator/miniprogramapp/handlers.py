@@ -13,7 +13,6 @@ the previously applied Deployment keeps running untouched.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +25,7 @@ from mpcloud_operator import metrics
 from mpcloud_operator.config import GROUP, VERSION
 from mpcloud_operator.kube import apply as kube
 from mpcloud_operator.kube.client import api_client
+from mpcloud_operator.kube import tracking
 from mpcloud_operator.kube.conditions import get_condition, set_condition
 from mpcloud_operator.miniprogramapp import resources
 from mpcloud_operator.miniprogramapp.model import MiniProgramApp
@@ -34,6 +34,8 @@ from mpcloud_operator.scaling.loop import claim_replicas
 KIND = "MiniProgramApp"
 PLURAL = "miniprogramapps"
 MANAGED = {resources.MANAGED_BY_LABEL: resources.MANAGER}
+OWN_CONDITIONS = ("Ready", "Progressing", "Degraded")
+OWNED_STATUS_FIELDS = ("replicas", "readyReplicas", "desiredReplicas", "selector", "url", "lastScaleTime")
 log = logging.getLogger("mpcloud.miniprogramapp")
 
 
@@ -82,21 +84,6 @@ def check_references(app: MiniProgramApp) -> None:
 
 
 # ------------------------------------------------------------------ reconcile
-
-# Per child, the generation (or resourceVersion for kinds without one) after our last apply: an event
-# showing anything else means someone else changed the object, so the app is re-applied.
-_applied: dict[tuple[str, str, str], str] = {}
-_lock = threading.Lock()
-
-
-def _marker(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata", {})
-    return f"g{meta['generation']}" if meta.get("generation") else f"rv{meta.get('resourceVersion')}"
-
-
-def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
-    return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
-
 
 def reconcile(body: dict[str, Any], retry: int = 0) -> None:
     """Bring the app's children and status in line with its spec. Safe to repeat at any point."""
@@ -153,16 +140,14 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
                 problems.append(f"{obj['kind']} {obj['metadata']['name']}: {kube.error_message(exc)}")
                 continue
             raise
-        with _lock:
-            _applied[_key(obj)] = _marker(live)
+        tracking.record(live)
         if obj["kind"] == "Deployment":
             deployment = live
             if resources.scaler_owned(app):  # a new Deployment starts from the app's own count
                 claim_replicas(api, app, live)
     for stub in resources.absent_objects(app):
         if kube.delete(api, stub["kind"], stub["metadata"]["namespace"], stub["metadata"]["name"]):
-            with _lock:
-                _applied.pop(_key(stub), None)
+            tracking.forget(tracking.key(stub))
     if not (body.get("status") or {}).get("observedGeneration"):
         kinds = ", ".join(o["kind"] for o in resources.desired_objects(app))
         kube.post_event(api, body, "Created", f"created {kinds}")
@@ -184,11 +169,15 @@ def write_status(app: MiniProgramApp, body: dict[str, Any], deployment: dict[str
                                    deployment_replicas=dep_replicas)
     if old.get("desiredReplicas") != new["desiredReplicas"]:
         new["lastScaleTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    elif old.get("lastScaleTime"):
+        new["lastScaleTime"] = old["lastScaleTime"]  # shared with the scaler: keep sending it
+    # Only the condition types this reconciler owns (the scaler owns ScalingDegraded): see apply_status.
+    new["conditions"] = [c for c in new["conditions"] if c["type"] in OWN_CONDITIONS]
     _record_metrics(app, new)
-    if all(old.get(k) == v for k, v in new.items()):
+    if all(old.get(k) == v for k, v in new.items() if k != "conditions") and \
+            all(get_condition(old.get("conditions"), c["type"]) == c for c in new["conditions"]):
         return
-    meta = body["metadata"]
-    kube.patch_status(api_client(), KIND, meta["namespace"], meta["name"], new)
+    kube.apply_status(api_client(), body, new)
     _post_transition_events(body, old, new)
 
 
@@ -197,12 +186,14 @@ def _write_failure(body: dict[str, Any], reason: str, message: str) -> None:
     meta = body["metadata"]
     old = dict(body.get("status") or {})
     now = datetime.now(timezone.utc)
-    conditions = old.get("conditions") or []
-    conditions = set_condition(conditions, "Ready", "False", reason, message, meta.get("generation"), now)
+    mine = [c for c in old.get("conditions") or [] if c["type"] in OWN_CONDITIONS]
+    conditions = set_condition(mine, "Ready", "False", reason, message, meta.get("generation"), now)
     conditions = set_condition(conditions, "Degraded", "True", reason, message, meta.get("generation"), now)
-    if conditions != old.get("conditions"):
-        kube.patch_status(api_client(), KIND, meta["namespace"], meta["name"],
-                          {"conditions": conditions, "observedGeneration": meta.get("generation")})
+    if conditions != mine:
+        # Every status field this manager owns goes along (what an apply omits, it removes).
+        kept = {k: old[k] for k in OWNED_STATUS_FIELDS if k in old}
+        kube.apply_status(api_client(), body, {**kept, "conditions": conditions,
+                                               "observedGeneration": meta.get("generation")})
         kube.post_event(api_client(), body, reason, message, "Warning")
     metrics.APP_READY.set_ready(meta["namespace"], meta["name"], "False")
 
@@ -251,13 +242,8 @@ def _child_event(type_: str | None, body: kopf.Body) -> None:
                   if r.get("kind") == KIND and r.get("controller")), None)
     if owner is None:
         return
-    key = _key(obj)
-    with _lock:
-        expected = _applied.get(key)
-        if type_ == "DELETED":
-            _applied.pop(key, None)
-    # A child this process has not applied yet (operator start-up) is left to the app's resume handler.
-    drifted = type_ == "DELETED" or (expected is not None and expected != _marker(obj))
+    key = tracking.key(obj)
+    drifted = tracking.is_drift(type_, obj)
     if not drifted and obj["kind"] != "Deployment":
         return
     app_body = kube.get(api_client(), KIND, key[1], owner["name"])

@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from mpcloud_operator import metrics
 from mpcloud_operator.kube import apply as kube
+from mpcloud_operator.kube import tracking
 from mpcloud_operator.kube.conditions import get_condition, set_condition
 from mpcloud_operator.scaling.core import AppInput, Outcome, Scaler, Settings, from_body
 from mpcloud_operator.scaling.promapi import PromClient
@@ -68,9 +69,12 @@ def apply_scale(api: client.ApiClient, namespace: str, name: str, replicas: int)
     """Server-side apply spec.replicas on the Deployment's scale subresource as `mpcloud-scaler`."""
     body = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": name, "namespace": namespace},
             "spec": {"replicas": int(replicas)}}
-    return kube._call(api, "PATCH", kube.object_path("Deployment", namespace, name, "scale"), body=body,
-                      content_type="application/apply-patch+yaml",
-                      query=[("fieldManager", SCALER_MANAGER), ("force", "true")])
+    result = kube._call(api, "PATCH", kube.object_path("Deployment", namespace, name, "scale"), body=body,
+                        content_type="application/apply-patch+yaml",
+                        query=[("fieldManager", SCALER_MANAGER), ("force", "true")])
+    # The Deployment's generation moves: its next watch event is our own write, not drift.
+    tracking.expect_change(("Deployment", namespace, name))
+    return result
 
 
 def _replicas_owners(dep: dict[str, Any]) -> set[str]:
@@ -175,14 +179,18 @@ class ScalingLoop:
         if not (o.changed or old.get("desiredReplicas") != o.replicas or old_reason != o.reason
                 or new_conditions != conditions or due):
             return
-        patch: dict[str, Any] = {"desiredReplicas": o.replicas, "scalingReason": o.message[:1024],
-                                 "conditions": new_conditions}
-        if o.changed:
-            patch["lastScaleTime"] = _now()
+        # Server-side apply as mpcloud-scaler: every field it owns, every time (see kube.apply_status).
+        status: dict[str, Any] = {"desiredReplicas": o.replicas, "scalingReason": o.message[:1024],
+                                  "conditions": [get_condition(new_conditions, CONDITION)]}
+        last_scale = _now() if o.changed else old.get("lastScaleTime")
+        if last_scale:
+            status["lastScaleTime"] = last_scale
         if o.summary is not None:
-            patch["forecast"] = o.summary
+            status["forecast"] = o.summary
             self.summary_at[o.uid] = now
-        kube.patch_status(self.api, KIND, o.namespace, o.name, patch)
+        elif old.get("forecast"):
+            status["forecast"] = old["forecast"]
+        kube.apply_status(self.api, body, status, manager=SCALER_MANAGER)
         before = (get_condition(conditions, CONDITION) or {}).get("status")
         if o.degraded[0] == "True" and before != "True":
             kube.post_event(self.api, body, o.degraded[1], o.degraded[2], "Warning")
