@@ -27,6 +27,8 @@ import yaml
 from mpcloud_operator.cluster import binaries
 
 CLUSTER_NAME = "mpcloud"
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.128.0.1/16"
 KATA_LABEL = "katacontainers.io/kata-runtime"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -101,6 +103,12 @@ def _kwokctl_config(port: int) -> dict:
             "kwokVersion": binaries.KWOK_VERSION,
             "quietPull": True,
         },
+        # kube-apiserver's default Service range is a /24 (254 ClusterIPs) and kwok's pod range too small
+        # for benchmarks with thousands of apps: give both room.
+        "componentsPatches": [
+            {"name": "kube-apiserver", "extraArgs": [{"key": "service-cluster-ip-range", "value": SERVICE_CIDR}]},
+            {"name": "kwok-controller", "extraArgs": [{"key": "cidr", "value": POD_CIDR}]},
+        ],
     }
 
 
