@@ -2,8 +2,9 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q -e '.[test]'
 MPCLOUD = $(PYTHON) -m mpcloud_operator
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install binaries cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench
+.PHONY: install binaries prometheus cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench
 
 install:
 	$(PIP_INSTALL)
@@ -11,25 +12,29 @@ install:
 binaries: install  ## build (once) and cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
 	$(PYTHON) -m mpcloud_operator.cluster.binaries
 
+prometheus:  ## Debian's prometheus + promtool: the demo and the predictive-scaling tests run them
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
+
 cluster-up: install
 	$(MPCLOUD) cluster up
 
 cluster-down:
 	$(MPCLOUD) cluster down
 
-demo: binaries  ## local cluster + CRDs + operator + examples, then show the result
+demo: binaries prometheus  ## local cluster + CRDs + operator + examples, then show the result
 	$(MPCLOUD) demo
 
 demo-down:
 	$(MPCLOUD) demo --stop
 
-test: binaries  ## every test: unit and integration (against the real local control plane)
+test: binaries prometheus  ## every test: unit and integration (against the real local control plane)
 	$(PYTHON) -m pytest -q
 
 test-unit: install  ## the fast subset: no cluster
 	$(PYTHON) -m pytest -q -m "not integration"
 
-test-integration: binaries
+test-integration: binaries prometheus
 	$(PYTHON) -m pytest -q -m integration
 
 crds: install  ## regenerate crds/ from the pydantic models
