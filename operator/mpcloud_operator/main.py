@@ -36,7 +36,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.request_timeout = 30
-    settings.execution.max_workers = 8
+    # Sync handlers run on this pool; each reconcile is a few sequential API calls (latency-bound).
+    settings.execution.max_workers = 16
 
 
 @kopf.on.startup()

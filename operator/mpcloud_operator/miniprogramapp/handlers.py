@@ -54,8 +54,19 @@ def _exists(kind: str, namespace: str, name: str) -> bool:
     return kube.get(api_client(), kind, namespace, name) is not None
 
 
+_RUNTIME_CLASS_TTL = 30.0
+_runtime_classes: dict[str, float] = {}  # name -> when it was last seen to exist
+
+
 def _runtime_class_exists(name: str) -> bool:
-    return kube.get_cluster_scoped(api_client(), "/apis/node.k8s.io/v1/runtimeclasses", name) is not None
+    # RuntimeClasses are few and change rarely: a positive answer is reused for 30 s (one GET per class,
+    # not one per reconcile); a missing class is re-checked every time, so installing it is noticed at once.
+    if time.monotonic() - _runtime_classes.get(name, -_RUNTIME_CLASS_TTL) < _RUNTIME_CLASS_TTL:
+        return True
+    if kube.get_cluster_scoped(api_client(), "/apis/node.k8s.io/v1/runtimeclasses", name) is None:
+        return False
+    _runtime_classes[name] = time.monotonic()
+    return True
 
 
 def check_references(app: MiniProgramApp) -> None:
@@ -145,10 +156,12 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
             deployment = live
             if resources.scaler_owned(app):  # a new Deployment starts from the app's own count
                 claim_replicas(api, app, live)
-    for stub in resources.absent_objects(app):
+    new_app = not (body.get("status") or {}).get("observedGeneration")
+    # A brand-new app has never had e.g. a PDB: skip the (404) DELETE; later reconciles remove leftovers.
+    for stub in () if new_app else resources.absent_objects(app):
         if kube.delete(api, stub["kind"], stub["metadata"]["namespace"], stub["metadata"]["name"]):
             tracking.forget(tracking.key(stub))
-    if not (body.get("status") or {}).get("observedGeneration"):
+    if new_app:
         kinds = ", ".join(o["kind"] for o in resources.desired_objects(app))
         kube.post_event(api, body, "Created", f"created {kinds}")
     log.info("app %s/%s applied (generation %s)", meta["namespace"], meta["name"], meta.get("generation"))
@@ -158,9 +171,24 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
         raise kopf.TemporaryError("; ".join(problems), delay=min(300, 5 * 2 ** min(retry, 6)))
 
 
+# Per Deployment, the part of it the app's status was last computed from: watch events that repeat it
+# (the echo of our own apply, resyncs) need no GET of the app and no status write.
+_status_inputs: dict[tuple[str, str, str], tuple] = {}
+
+
+def _status_input(deployment: dict[str, Any]) -> tuple:
+    st = deployment.get("status") or {}
+    conds = tuple(sorted((c.get("type"), c.get("status"), c.get("reason")) for c in st.get("conditions") or []))
+    return (deployment["metadata"].get("generation"), deployment.get("spec", {}).get("replicas"),
+            st.get("observedGeneration"), st.get("replicas"), st.get("readyReplicas"), st.get("availableReplicas"),
+            st.get("updatedReplicas"), conds)
+
+
 def write_status(app: MiniProgramApp, body: dict[str, Any], deployment: dict[str, Any] | None,
                  problems: list[str]) -> None:
     """Compute the status from the Deployment and patch it only when something changed."""
+    if deployment is not None:
+        _status_inputs[tracking.key(deployment)] = _status_input(deployment)
     old = dict(body.get("status") or {})
     dep_status = deployment.get("status", {}) if deployment else None
     dep_gen = deployment["metadata"].get("generation") if deployment else None
@@ -206,9 +234,10 @@ def _post_transition_events(body: dict[str, Any], old: dict[str, Any], new: dict
     after = get_condition(new["conditions"], "Degraded") or {}
     if after.get("status") == "True" and before != "True":
         kube.post_event(api, body, after.get("reason", "Degraded"), after.get("message", ""), "Warning")
-    ready_before = (get_condition(old.get("conditions"), "Ready") or {}).get("status")
+    before = get_condition(old.get("conditions"), "Ready") or {}
     ready = get_condition(new["conditions"], "Ready") or {}
-    if ready.get("status") == "True" and ready_before != "True":
+    # A new app's first Ready is covered by its Created event; say Ready when it recovers.
+    if ready.get("status") == "True" and before.get("status") == "False" and before.get("reason") != "Creating":
         kube.post_event(api, body, "Ready", ready.get("message", ""))
 
 
@@ -244,7 +273,9 @@ def _child_event(type_: str | None, body: kopf.Body) -> None:
         return
     key = tracking.key(obj)
     drifted = tracking.is_drift(type_, obj)
-    if not drifted and obj["kind"] != "Deployment":
+    if type_ == "DELETED":
+        _status_inputs.pop(key, None)
+    if not drifted and (obj["kind"] != "Deployment" or _status_inputs.get(key) == _status_input(obj)):
         return
     app_body = kube.get(api_client(), KIND, key[1], owner["name"])
     if app_body is None or app_body["metadata"].get("uid") != owner.get("uid"):
