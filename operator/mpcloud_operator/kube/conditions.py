@@ -21,16 +21,21 @@ MAX_MESSAGE = 32768
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 
+# How every mpcloud API model reads and writes: camelCase on the wire, snake_case in Python, docstrings of
+# attributes as schema descriptions, unknown fields rejected.
+API_MODEL_CONFIG = ConfigDict(
+    alias_generator=to_camel,
+    validate_by_name=True,
+    validate_by_alias=True,
+    use_attribute_docstrings=True,
+    extra="forbid",
+)
+
+
 class Condition(BaseModel):
     """One observation of the object's state, in the metav1.Condition shape."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        use_attribute_docstrings=True,
-        extra="forbid",
-    )
+    model_config = API_MODEL_CONFIG
 
     type: str = Field(max_length=316, pattern=TYPE_PATTERN)
     """Condition type in CamelCase, e.g. Ready, Progressing, Degraded."""

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.alias_generators import to_camel
 
-from mpcloud_operator.kube.conditions import Condition
+from mpcloud_operator.kube.conditions import API_MODEL_CONFIG, Condition
 
 API_VERSION = "mpcloud.io/v1alpha1"
 KIND = "MiniProgramApp"
@@ -93,13 +92,7 @@ def list_map(*keys: str) -> dict[str, Any]:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        use_attribute_docstrings=True,
-        extra="forbid",
-    )
+    model_config = API_MODEL_CONFIG
 
 
 # ---------------------------------------------------------------- spec: container
