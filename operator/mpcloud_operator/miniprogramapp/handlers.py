@@ -141,6 +141,7 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
 
     problems = resources.spec_problems(app)
     deployment: dict[str, Any] | None = None
+    applied: list[str] = []
     if resources.scaler_owned(app):  # hand spec.replicas to the scaler before this apply stops sending it
         claim_replicas(api, app)
     for obj in resources.desired_objects(app):
@@ -152,6 +153,7 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
                 continue
             raise
         tracking.record(live)
+        applied.append(obj["kind"])
         if obj["kind"] == "Deployment":
             deployment = live
             if resources.scaler_owned(app):  # a new Deployment starts from the app's own count
@@ -162,8 +164,7 @@ def _reconcile(body: dict[str, Any], retry: int) -> None:
         if kube.delete(api, stub["kind"], stub["metadata"]["namespace"], stub["metadata"]["name"]):
             tracking.forget(tracking.key(stub))
     if new_app:
-        kinds = ", ".join(o["kind"] for o in resources.desired_objects(app))
-        kube.post_event(api, body, "Created", f"created {kinds}")
+        kube.post_event(api, body, "Created", f"created {', '.join(applied)}")
     log.info("app %s/%s applied (generation %s)", meta["namespace"], meta["name"], meta.get("generation"))
     write_status(app, body, deployment, problems)
     if problems:
