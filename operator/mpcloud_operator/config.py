@@ -18,6 +18,7 @@ class OperatorConfig(BaseModel):
     bind_address: str = "0.0.0.0"
     prometheus_url: str | None = Field(default=None, description="Prometheus-compatible HTTP API for the scaling "
                                        "loop; unset = no predictive/scheduled scaling.")
+    worker_limit: int = Field(default=0, ge=0, description="Concurrent kopf object workers (0 = unlimited).")
     lease_name: str = "mpcloud-operator"
     lease_namespace: str = "mpcloud-system"
 
@@ -30,6 +31,7 @@ class OperatorConfig(BaseModel):
             "bind_address": os.environ.get("MPCLOUD_BIND_ADDRESS"),
             "prometheus_url": os.environ.get("MPCLOUD_PROMETHEUS_URL"),
             "lease_namespace": os.environ.get("MPCLOUD_LEASE_NAMESPACE"),
+            "worker_limit": os.environ.get("MPCLOUD_WORKER_LIMIT"),
             "lease_name": os.environ.get("MPCLOUD_LEASE_NAME"),
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
