@@ -16,11 +16,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
 from mpcloud_operator.cluster import install, local
+from mpcloud_operator.waiting import wait_http_ready
 
 NAMESPACE = "demo"
 HEALTH_PORT, METRICS_PORT = 18081, 18080
@@ -50,17 +50,7 @@ def start_operator(kubeconfig: Path, log: Callable[[str], None], env: dict[str, 
         stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     _pid_file().write_text(str(proc.pid))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the operator exited ({proc.returncode}); see {local.home() / 'operator.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{HEALTH_PORT}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.3)
+    wait_http_ready(f"http://127.0.0.1:{HEALTH_PORT}/readyz", proc, 60, "the operator", local.home() / "operator.log")
     log(f"operator running (pid {proc.pid}, log {local.home() / 'operator.log'}, "
         f"metrics http://127.0.0.1:{METRICS_PORT}/metrics)")
     return proc.pid

@@ -19,8 +19,9 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from mpcloud_operator.waiting import NotReady, wait_http_ready
 
 DEFAULT_PORT = 9090
 
@@ -120,18 +121,11 @@ def up(base: Path | None = None, port: int = DEFAULT_PORT, scrape_interval: str 
          "--web.enable-lifecycle", "--query.lookback-delta=5m"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (base / "prometheus.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise PrometheusError(f"prometheus exited with {proc.returncode}; see {base / 'prometheus.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as r:
-                if r.status == 200:
-                    return f"http://127.0.0.1:{port}"
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise PrometheusError(f"prometheus not ready after {timeout}s; see {base / 'prometheus.log'}")
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}/-/ready", proc, timeout, "prometheus", base / "prometheus.log")
+    except NotReady as exc:
+        raise PrometheusError(str(exc)) from exc
+    return f"http://127.0.0.1:{port}"
 
 
 def down(base: Path | None = None, timeout: float = 20, kill: bool = False) -> bool:
