@@ -22,6 +22,13 @@ def _pod(name: str, runtime_class: str | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
+def _deployment(name: str, replicas: int) -> dict:
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": _pod("x")["spec"]}}}
+
+
 def test_nodes_kata_and_plain(api_client):
     nodes = client.CoreV1Api(api_client).list_node().items
     kata = [n for n in nodes if n.metadata.labels.get(KATA_LABEL) == "true"]
@@ -35,12 +42,7 @@ def test_nodes_kata_and_plain(api_client):
 def test_deployment_pods_run_on_kwok_nodes(api_client, namespace):
     apps = client.AppsV1Api(api_client)
     core = client.CoreV1Api(api_client)
-    labels = {"app": "web"}
-    apps.create_namespaced_deployment(namespace, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": _pod("x")["spec"]}},
-    })
+    apps.create_namespaced_deployment(namespace, _deployment("web", 3))
     # Deployment -> ReplicaSet -> Pods is the controller-manager; placement is the scheduler; Running is kwok.
     wait_until(lambda: (apps.read_namespaced_deployment("web", namespace).status.ready_replicas or 0) == 3,
                what="3 ready replicas")
@@ -106,13 +108,9 @@ def test_owner_reference_garbage_collection(api_client, namespace):
 def test_pdb_status_computed(api_client, namespace):
     apps = client.AppsV1Api(api_client)
     policy = client.PolicyV1Api(api_client)
-    labels = {"app": "pdb"}
-    apps.create_namespaced_deployment(namespace, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pdb"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": _pod("x")["spec"]}}})
+    apps.create_namespaced_deployment(namespace, _deployment("pdb", 2))
     policy.create_namespaced_pod_disruption_budget(namespace, {
-        "metadata": {"name": "pdb"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}})
+        "metadata": {"name": "pdb"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "pdb"}}}})
     st = wait_until(lambda: (s := policy.read_namespaced_pod_disruption_budget("pdb", namespace).status)
                     and s.current_healthy == 2 and s, what="PDB status from the disruption controller")
     assert st.disruptions_allowed == 1 and st.expected_pods == 2
