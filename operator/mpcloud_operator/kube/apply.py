@@ -26,7 +26,6 @@ _KINDS: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "ConfigMap": ("/api/v1", "configmaps"),
     "Secret": ("/api/v1", "secrets"),
-    "Job": ("/apis/batch/v1", "jobs"),
     "MiniProgramApp": ("/apis/mpcloud.io/v1alpha1", "miniprogramapps"),
 }
 
@@ -66,13 +65,17 @@ def apply(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
                  query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
 
 
-def get(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+def _get_or_none(api: client.ApiClient, path: str) -> dict[str, Any] | None:
     try:
-        return _call(api, "GET", object_path(kind, namespace, name))
+        return _call(api, "GET", path)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
+
+
+def get(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    return _get_or_none(api, object_path(kind, namespace, name))
 
 
 def delete(api: client.ApiClient, kind: str, namespace: str, name: str) -> bool:
@@ -130,9 +133,4 @@ def error_message(exc: ApiException) -> str:
 
 
 def get_cluster_scoped(api: client.ApiClient, collection_path: str, name: str) -> dict[str, Any] | None:
-    try:
-        return _call(api, "GET", f"{collection_path}/{name}")
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return _get_or_none(api, f"{collection_path}/{name}")
