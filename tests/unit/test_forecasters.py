@@ -125,3 +125,40 @@ def test_online_treats_zero_gap_in_busy_series_as_missing():
     x[500:520] = 0.0
     fc = _run_online(x[:520])
     assert np.isnan(fc.clean[-1]) and fc.level == pytest.approx(100.0)
+
+
+def test_online_chooses_sqrt_scale_for_count_noise_and_log_for_multiplicative():
+    """Poisson noise around a daily cycle: the spread grows like sqrt(level) -> sqrt scale; noise that is a
+    fixed fraction of a level spanning two orders of magnitude -> log scale."""
+    rng = np.random.default_rng(1)
+    t = np.arange(4 * 1440)
+    lam = 200 + 180 * np.sin(2 * np.pi * t / 1440)
+    poisson = rng.poisson(lam).astype(float)
+    assert _run_online(poisson, capacity=40.0, under_cost=100.0).transform == "sqrt"
+    mult = (np.exp(3 + 2 * np.sin(2 * np.pi * t / 1440)) * rng.lognormal(0, 0.3, len(t))).round()
+    assert _run_online(mult, capacity=20.0, under_cost=100.0).transform == "log"
+
+
+def test_online_holt_candidate_projects_a_ramp():
+    from predictors.online import OnlineConfig, OnlineForecaster
+
+    fc = OnlineForecaster(3, OnlineConfig(damping=1.0), capacity=1.0)
+    x = 10.0 + 2.0 * np.arange(400)  # +2 per minute
+    fc.observe_until(x)
+    t = len(x)
+    # the window peak is x[t + 2] = x[-1] + 6: Holt projects the slope, the EWMAs lag behind the last value
+    assert fc.window_point("holt", t) == pytest.approx(x[-1] + 6.0, abs=0.5)
+    assert fc.window_point("slow", t) < x[-1]
+
+
+def test_online_calibrates_rising_minutes_separately():
+    from predictors.online import OnlineConfig, OnlineForecaster
+
+    fc = OnlineForecaster(3, OnlineConfig(), capacity=1.0)
+    fc.observe_until(np.array([10.0] * 50 + [30.0]))  # last minute above the slow EWMA
+    rising = fc.run_bin()
+    fc2 = OnlineForecaster(3, OnlineConfig(), capacity=1.0)
+    fc2.observe_until(np.array([10.0] * 50 + [5.0]))
+    falling = fc2.run_bin()
+    assert rising == falling + len(OnlineConfig().run_edges)
+    assert fc.n_bins() == 1 + 2 * len(OnlineConfig().run_edges)
