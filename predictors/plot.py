@@ -28,6 +28,8 @@ def plot_replay(
     import matplotlib.pyplot as plt
 
     end = len(demand) if end is None else end
+    if not 0 <= start < end <= len(demand):
+        raise ValueError(f"plot window [{start}, {end}) is empty or outside the series (0 .. {len(demand)})")
     names = [n for n in results if n != "oracle"] or list(results)
     fig, axes = plt.subplots(len(names), 1, figsize=(12, 2.3 * len(names) + 0.6), sharex=True, squeeze=False)
     idx = np.arange(start, end)

@@ -130,3 +130,38 @@ def test_fixed_peak_uses_history_peak():
     pol = FixedPeakPolicy()
     pol.reset(env)
     assert pol.decide(3, np.array([5.0, 95.0, 20.0]), 1, 1)[0] == 10
+
+
+def test_replay_command_writes_json_and_png_and_rejects_an_empty_window(tmp_path):
+    import gzip
+    import json
+
+    from click.testing import CliRunner
+
+    from mpcloud_operator.commands.replay import replay as replay_cmd
+
+    trace = tmp_path / "t.csv.gz"
+    start = 14_963_040  # epoch minutes (1998-06-14 00:00 UTC)
+    with gzip.open(trace, "wt") as fh:
+        fh.write("timestamp_minute,series_id,count\n")
+        for t in range(600):
+            fh.write(f"{start + t},site,{100 + (900 if 300 <= t < 330 else 0) + (t % 7)}\n")
+    out = tmp_path / "out"
+    args = ["--trace", str(trace), "--policies", "hpa,predictive,oracle", "--out", str(out)]
+    r = CliRunner().invoke(replay_cmd, [*args, "--window", f"{start + 200},{start + 400}"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "t-site.json").read_text())
+    assert set(report["policies"]) == {"hpa", "predictive", "oracle"}
+    assert report["policies"]["oracle"]["under_minutes"] == 0
+    assert (out / "t-site.png").stat().st_size > 1000
+    bad = CliRunner().invoke(replay_cmd, [*args, "--window", "0,100"])  # trace offsets instead of epoch minutes
+    assert bad.exit_code != 0 and "does not overlap" in bad.output
+
+
+def test_plot_rejects_an_empty_window(tmp_path):
+    from predictors.plot import plot_replay
+
+    x = np.full(100, 10.0)
+    env, _, res = replay(x, ["hpa", "oracle"], warmup=20)
+    with pytest.raises(ValueError, match="empty"):
+        plot_replay(x, res, env, tmp_path / "p.png", start=150, end=120)

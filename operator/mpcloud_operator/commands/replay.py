@@ -62,6 +62,10 @@ def replay(trace_path, series, policies, capacity, startup_delay, events, warmup
     if window:
         a, b = (int(v) for v in window.split(","))
         lo, hi = max(0, a - s.start_minute), min(len(s), b - s.start_minute)
+        if lo >= hi:
+            raise click.BadParameter(
+                f"window {window} does not overlap the series ({s.start_minute},{s.start_minute + len(s)} in "
+                "timestamp_minute units)", param_hint="--window")
     epoch = s.start_minute > 10_000_000  # epoch minutes (after 1989) vs trace offsets
     png = plot_replay(s.counts, results, env, out / f"{stem}.png", start=lo, end=hi, start_minute=s.start_minute,
                       epoch=epoch, title=f"{Path(trace_path).name} / {sid}: C = {env.capacity:.3g} req/min, D = {env.startup_delay} min")
