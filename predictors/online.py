@@ -272,17 +272,20 @@ class OnlineForecaster:
             ok = np.isfinite(f)
             if ok.sum() < cfg.min_residuals:
                 continue
-            f, w, fl, bn, wm = np.maximum(f[ok], 0.0), W[ok], floor[ok], bins[ok], Wm[ok]
+            # Sorted by bin once, so each bin is a slice (a view), not a boolean mask.
+            order = np.flatnonzero(ok)
+            order = order[np.argsort(bins[order], kind="stable")]
+            f, w, fl, bn, wm = np.maximum(f[order], 0.0), W[order], floor[order], bins[order], Wm[order]
+            edges = np.searchsorted(bn, np.arange(self.n_bins() + 1))
             fwd = TRANSFORMS[tr][0]
             e = fwd(w) - fwd(f)
             total, qb = 0.0, []
             pooled = None
             for b in range(self.n_bins()):
-                sel = bn == b if b > 0 else np.ones(len(e), bool)
-                if b > 0 and sel.sum() < cfg.min_residuals:
+                sel = slice(edges[b], edges[b + 1]) if b > 0 else slice(0, len(e))
+                if b > 0 and edges[b + 1] - edges[b] < cfg.min_residuals:
                     qb.append(pooled)
-                    sel = (bn == b)
-                    if sel.any():
+                    if edges[b + 1] > edges[b]:
                         total += self._cost(f[sel], wm[sel], fl[sel], pooled, C, tr).sum()
                     continue
                 qs = np.quantile(e[sel], levels)
@@ -315,11 +318,12 @@ class OnlineForecaster:
         fwd, inv = TRANSFORMS[tr]
         band = inv(fwd(f)[None, :] + qs[:, None])
         reps = np.maximum(1.0, np.ceil(np.maximum(band, fl[None, :]) / C - 1e-9))
+        cap = reps * C + 1e-9
         if self.cfg.miss_per_minute:
-            miss = (wm[None, :, :] > reps[:, :, None] * C + 1e-9).sum(axis=2) / wm.shape[1]
+            misses = np.count_nonzero(wm[None, :, :] > cap[:, :, None], axis=(1, 2)) / wm.shape[1]
         else:
-            miss = np.nanmax(wm, axis=1)[None, :] > reps * C + 1e-9
-        return reps.sum(axis=1) + self.cfg.under_cost * miss.sum(axis=1)
+            misses = np.count_nonzero(np.nanmax(wm, axis=1)[None, :] > cap, axis=1)
+        return reps.sum(axis=1) + self.cfg.under_cost * misses
 
     # ---------------------------------------------------------------------------------------- forecast
     def point(self, c: str, u: int) -> float:
