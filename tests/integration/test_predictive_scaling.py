@@ -130,11 +130,25 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
         time.sleep(4 * TICK)
         assert {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in held} == held
         promserver.up(base)
-        wait_until(lambda: condition(apps.get("pred"), "ScalingDegraded").get("status") == "False",
-                   timeout=8 * TICK, what="ScalingDegraded=False after Prometheus returned")
+        seen: list[dict] = []
+
+        def recovered() -> bool:
+            c = condition(apps.get("pred"), "ScalingDegraded")
+            if not seen or seen[-1] != c:
+                seen.append(c)
+            return c.get("status") == "False"
+
+        try:
+            # Prometheus replays its WAL after the SIGKILL and needs two scrapes for a rate: on a loaded
+            # machine that took more than 8 ticks once; recovery (not its speed) is what is checked here.
+            wait_until(recovered, timeout=15 * TICK, what="ScalingDegraded=False after Prometheus returned")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; conditions seen: {seen}; operator log: {op.log()[-3000:]}") from exc
 
         # Scale in after the ramp (3-minute down stabilization).
         wait_until(lambda: rp.position(time.time()) > RI + 40, timeout=120, interval=0.5)
+        wait_until(lambda: all(timeline[n] and timeline[n][-1][1] <= 2 for n in ("pred", "reac")),
+                   timeout=15 * TICK, interval=0.5, what="both apps scaled in")
         stop.set()
         recorder.join()
         pred_rise, reac_rise = first_rise("pred"), first_rise("reac")
