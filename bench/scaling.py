@@ -66,19 +66,24 @@ def traces_dir(arg: str | None) -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 
 
-def run_traces(tdir: Path, delay: int, max_series: int, max_minutes: int) -> tuple[dict, list]:
-    per_trace: dict[str, dict] = {}
-    series_for_batch: list[np.ndarray] = []
+def selected_series(tdir: Path, max_series: int, max_minutes: int):
+    """The benchmark's subset, per trace file: (name, series in the file, series picked, [counts of each
+    evaluated series]) -- the `max_series` busiest (ties by id), last `max_minutes` minutes, >= 60 minutes."""
     for path in sorted(tdir.glob("*.csv*")):
         if "_meta" in path.name:
             continue
         data = load_trace(path)
         items = sorted(data.items(), key=lambda kv: (-float(kv[1].counts.sum()), kv[0]))[:max_series]
+        xs = [s.counts[-max_minutes:] for _, s in items]
+        yield path.name.split(".")[0], len(data), len(items), [x for x in xs if len(x) >= 60 and x.sum() > 0]
+
+
+def run_traces(tdir: Path, delay: int, max_series: int, max_minutes: int) -> tuple[dict, list]:
+    per_trace: dict[str, dict] = {}
+    series_for_batch: list[np.ndarray] = []
+    for name, n_file, n_picked, xs in selected_series(tdir, max_series, max_minutes):
         tot = {p: dict.fromkeys(KEYS + HALF_KEYS, 0.0) | {"unserved": 0.0, "demand": 0.0} for p in POLICIES}
-        for sid, s in items:
-            x = s.counts[-max_minutes:]
-            if len(x) < 60 or x.sum() <= 0:
-                continue
+        for x in xs:
             series_for_batch.append(x)
             env, w, res = replay(x, POLICIES, startup_delay=delay)
             for p, r in res.items():
@@ -87,7 +92,7 @@ def run_traces(tdir: Path, delay: int, max_series: int, max_minutes: int) -> tup
                     tot[p][k] += m[k]
                 tot[p]["unserved"] += m["unserved_frac"] * m["demand"]
                 tot[p]["demand"] += m["demand"]
-        per_trace[path.name.split(".")[0]] = {"series": len(items), "of": len(data), "policies": tot}
+        per_trace[name] = {"series": n_picked, "of": n_file, "policies": tot}
     return per_trace, series_for_batch
 
 

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scaling import traces_dir  # noqa: E402
+from scaling import selected_series, traces_dir  # noqa: E402
 
 from predictors.online import OnlineConfig  # noqa: E402
 from predictors.policy import PredictivePolicy  # noqa: E402
@@ -40,29 +40,14 @@ from predictors.replay import (  # noqa: E402
     HPAPolicy,
     default_capacity,
     default_warmup,
-    need,
     oracle_plan,
     serving_from_pods,
     simulate,
 )
-from predictors.traces import load_trace  # noqa: E402
 
 MULTIPLIERS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.7, 2.0, 2.5, 3.0)
 SQRT_MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 LAMBDAS = (10, 20, 40, 80, 160, 320)
-
-
-def load_series(tdir: Path, max_series: int = 12, max_minutes: int = 20_000) -> list[np.ndarray]:
-    out = []
-    for path in sorted(tdir.glob("*.csv*")):
-        if "_meta" in path.name:
-            continue
-        data = load_trace(path)
-        for _, s in sorted(data.items(), key=lambda kv: (-float(kv[1].counts.sum()), kv[0]))[:max_series]:
-            x = s.counts[-max_minutes:]
-            if len(x) >= 60 and x.sum() > 0:
-                out.append(x)
-    return out
 
 
 def centred_mean(x: np.ndarray, k: int) -> np.ndarray:
@@ -103,7 +88,7 @@ def main() -> None:
     ap.add_argument("--costs", default="90,175,275,500")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    series = load_series(traces_dir(a.traces))
+    series = [x for *_, xs in selected_series(traces_dir(a.traces), 12, 20_000) for x in xs]
     hpa_under = hpa_rm = oracle_rm = 0.0
     pred = {float(c): [0.0, 0.0] for c in a.costs.split(",")}
     for x in series:
