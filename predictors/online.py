@@ -80,7 +80,6 @@ class OnlineConfig:
     event_level: float = 0.99  # band level for declared-event minutes
     transforms: tuple[str, ...] = ("log", "sqrt")  # residual scales the backtest may choose from
     split_rising: bool = True
-    miss_per_minute: bool = True  # backtest charges under-provisioned minutes (False: whole windows)
     run_edges: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 30, 120)  # band calibrated per bin of the last value's run length
 
 
@@ -109,7 +108,6 @@ class OnlineForecaster:
         w = self.cfg.window
         self.hist_f: dict[str, deque[float]] = {}
         self.hist_floor: deque[float] = deque(maxlen=w)
-        self.hist_w: deque[float] = deque(maxlen=w)
         self.hist_win: deque[tuple[float, ...]] = deque(maxlen=w)  # the window's minutes (NaN = missing)
         self.hist_bin: deque[int] = deque(maxlen=w)
         self.chosen = "hold"
@@ -192,8 +190,7 @@ class OnlineForecaster:
                 continue
             for c in fc:
                 if c not in self.hist_f:
-                    self.hist_f[c] = deque([math.nan] * len(self.hist_w), maxlen=self.cfg.window)
-            self.hist_w.append(max(win))
+                    self.hist_f[c] = deque([math.nan] * len(self.hist_win), maxlen=self.cfg.window)
             self.hist_win.append(tuple(self.clean[t : t + self.h]))
             self.hist_floor.append(floor)
             self.hist_bin.append(rb)
@@ -256,10 +253,10 @@ class OnlineForecaster:
         """Backtest every (candidate, level) on the resolved decisions; keep the cheapest candidate, with
         the cheapest level per run-length bin (Mondrian conformal: one calibration per bin)."""
         cfg = self.cfg
-        W = np.fromiter(self.hist_w, float)
-        if len(W) < cfg.min_residuals:
+        if len(self.hist_win) < cfg.min_residuals:
             return
-        Wm = np.asarray(self.hist_win, dtype=float)
+        Wm = np.asarray(self.hist_win, dtype=float)  # each resolved window has >= 1 observed minute
+        W = np.nanmax(Wm, axis=1)  # the window peaks the bands are calibrated on
         floor = np.nan_to_num(np.fromiter(self.hist_floor, float))
         bins = np.fromiter(self.hist_bin, int)
         C = self.capacity
@@ -319,10 +316,7 @@ class OnlineForecaster:
         band = inv(fwd(f)[None, :] + qs[:, None])
         reps = np.maximum(1.0, np.ceil(np.maximum(band, fl[None, :]) / C - 1e-9))
         cap = reps * C + 1e-9
-        if self.cfg.miss_per_minute:
-            misses = np.count_nonzero(wm[None, :, :] > cap[:, :, None], axis=(1, 2)) / wm.shape[1]
-        else:
-            misses = np.count_nonzero(np.nanmax(wm, axis=1)[None, :] > cap, axis=1)
+        misses = np.count_nonzero(wm[None, :, :] > cap[:, :, None], axis=(1, 2)) / wm.shape[1]
         return reps.sum(axis=1) + self.cfg.under_cost * misses
 
     # ---------------------------------------------------------------------------------------- forecast
