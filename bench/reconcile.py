@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from mpcloud_operator import demo  # noqa: E402
 from mpcloud_operator.cluster import install, local  # noqa: E402
-from mpcloud_operator.kube import apply as kube  # noqa: E402
+from mpcloud_operator.kinds import paths  # noqa: E402
+from mpcloud_operator.kube.client import KubeClient  # noqa: E402
 from mpcloud_operator.miniprogramapp import resources  # noqa: E402
 from mpcloud_operator.miniprogramapp.model import MiniProgramApp  # noqa: E402
 from tests.integration.conftest import OperatorProcess  # noqa: E402
@@ -114,7 +115,8 @@ def run_raw(api: client.ApiClient, ns: str, n: int, replicas: int) -> dict:
             objs.append(obj)
     start = time.monotonic()
     with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(lambda o: kube.apply(api, o), objs))
+        kube = KubeClient(api, paths())
+        list(pool.map(kube.apply, objs))
     written = time.monotonic() - start
 
     def available():

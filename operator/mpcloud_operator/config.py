@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 GROUP = "mpcloud.io"
 VERSION = "v1alpha1"
-FIELD_MANAGER = "mpcloud"
+FIELD_MANAGER = "mpcloud"  # the reconciler: children, its status conditions and counts
+SCALER_FIELD_MANAGER = "mpcloud-scaler"  # the scaling loop: Deployment spec.replicas, ScalingDegraded, forecast
 
 
 class OperatorConfig(BaseModel):
@@ -19,6 +20,7 @@ class OperatorConfig(BaseModel):
     prometheus_url: str | None = Field(default=None, description="Prometheus-compatible HTTP API for the scaling "
                                        "loop; unset = no predictive/scheduled scaling.")
     worker_limit: int = Field(default=0, ge=0, description="Concurrent kopf object workers (0 = unlimited).")
+    workers: int = Field(default=8, ge=1, le=256, description="Reconcile worker threads (objects in flight).")
     lease_name: str = "mpcloud-operator"
     lease_namespace: str = "mpcloud-system"
 
@@ -32,6 +34,7 @@ class OperatorConfig(BaseModel):
             "prometheus_url": os.environ.get("MPCLOUD_PROMETHEUS_URL"),
             "lease_namespace": os.environ.get("MPCLOUD_LEASE_NAMESPACE"),
             "worker_limit": os.environ.get("MPCLOUD_WORKER_LIMIT"),
+            "workers": os.environ.get("MPCLOUD_WORKERS"),
             "lease_name": os.environ.get("MPCLOUD_LEASE_NAME"),
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}

@@ -16,17 +16,19 @@ from prometheus_client import start_http_server
 
 from mpcloud_operator import health, metrics
 from mpcloud_operator.config import GROUP, OperatorConfig
-from mpcloud_operator.kube.client import api_client
+from mpcloud_operator.kinds import KINDS, paths
+from mpcloud_operator.kube.client import KubeClient, new_api_client
 from mpcloud_operator.leader import LeaderElector
+from mpcloud_operator.reconcile.controller import Controller
+from mpcloud_operator.runtime import Runtime
 
 log = logging.getLogger("mpcloud")
 HANDLER_MODULES = ("mpcloud_operator.handlers",)
 STATE = health.HealthState()
-CONFIG: OperatorConfig | None = None  # set by run(); read by the startup handler
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    # Keep kopf's own bookkeeping under our API group, not kopf.zalando.org.
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    # Keep kopf's own bookkeeping under our API group, not kopf.zalando.org (event handlers store none).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -36,50 +38,35 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.request_timeout = 30
-    # Sync handlers run on this pool; each reconcile is a few sequential API calls (latency-bound).
-    settings.execution.max_workers = 16
-    # kopf keeps one worker task (with its queue and body) per object with pending events; at thousands of
-    # apps × 6 watched kinds that is most of the memory. MPCLOUD_WORKER_LIMIT=100 halved RSS at 1,000 apps at
-    # the same throughput (bench/reconcile.py), but an idle worker holds its slot for idle_timeout, which
-    # delayed drift repair by up to a minute in the tests: so it is off by default, a knob for big fleets.
-    # No kopf indexes are used, so a limit cannot deadlock.
-    settings.queueing.worker_limit = (CONFIG.worker_limit if CONFIG else 0) or None
+    # kopf keeps one worker task per object with pending events; its handlers only enqueue, so the tasks
+    # are short-lived. The limit bounds them in a burst (no kopf indexes are used, so it cannot deadlock).
+    settings.queueing.worker_limit = config.worker_limit or None
 
 
 @kopf.on.startup()
-async def _startup(settings: kopf.OperatorSettings, **_: object) -> None:
-    configure(settings)
+async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
+    runtime: Runtime = memo.runtime
+    configure(settings, runtime.config)
     asyncio.get_running_loop().create_task(STATE.beat())
-    _start_scaling(CONFIG)
+    memo.controller = Controller(runtime, workers=runtime.config.workers).start()
+    for kind in KINDS:
+        for make_loop in kind.loops:  # leader only: kopf starts after the Lease is held
+            loop = make_loop(runtime)
+            if loop is not None:
+                runtime.loops.append(loop)
     STATE.ready = True
 
 
-def _start_scaling(config: OperatorConfig | None) -> None:
-    """One operator-level scaling thread (leader only: kopf starts after the Lease is held)."""
-    global SCALING
-    if config is None or not config.prometheus_url:
-        log.info("scaling loop off: no Prometheus URL (MPCLOUD_PROMETHEUS_URL / --prometheus-url)")
-        return
-    from mpcloud_operator.scaling.loop import ScalingLoop
-
-    if SCALING is None:
-        SCALING = ScalingLoop(api_client(), config.prometheus_url, namespaces=config.namespaces).start()
-
-
-SCALING = None
-
-
 @kopf.on.cleanup()
-async def _cleanup(**_: object) -> None:
-    if SCALING is not None:
-        SCALING.stop()
+async def _cleanup(memo: kopf.Memo, **_: object) -> None:
+    for loop in memo.runtime.loops:
+        loop.stop()
+    if memo.get("controller"):
+        memo.controller.stop()
 
 
 def run(config: OperatorConfig) -> None:
-    global CONFIG
-    CONFIG = config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # kopf logs every handler success per event (children included); mpcloud logs what it did itself.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for module in HANDLER_MODULES:
         importlib.import_module(module)  # registers the module's kopf handlers
@@ -87,7 +74,9 @@ def run(config: OperatorConfig) -> None:
     metrics_server, _ = start_http_server(config.metrics_port, addr=config.bind_address)
     log.info("probes on :%d (/healthz, /readyz), metrics on :%d/metrics", config.health_port, config.metrics_port)
 
-    elector = LeaderElector(api_client(), config.lease_name, config.lease_namespace)
+    api = new_api_client()
+    runtime = Runtime.for_kinds(KubeClient(api, paths()), KINDS, config=config)
+    elector = LeaderElector(api, config.lease_name, config.lease_namespace)
     elector.acquire()
     STATE.leader = True
     metrics.LEADER.set(1)
@@ -103,6 +92,7 @@ def run(config: OperatorConfig) -> None:
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             standalone=True,  # no kopf peering: the Lease above is the only arbiter
+            memo=kopf.Memo(runtime=runtime),
         )
     finally:
         elector.release()

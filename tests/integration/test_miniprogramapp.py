@@ -186,19 +186,26 @@ def test_deleted_child_is_recreated(apps):
     apps.wait_ready("phoenix")
 
 
-def test_no_writes_on_noop_resync(apps):
+def test_no_writes_on_noop_resync(apps, running_operator, operator_factory):
     apps.create(app_body("steady", replicas={"min": 2, "max": 3}))
     apps.wait_ready("steady")
     time.sleep(2)  # let status-driven events settle
     before = apps.child_versions("steady")
     pdb_rv = apps.policy.read_namespaced_pod_disruption_budget("steady", apps.ns).metadata.resource_version
-    # A metadata-only change makes kopf run the update handler: a full reconcile with nothing to change.
+    app_rv = apps.get("steady")["metadata"]["resourceVersion"]
+    # A metadata-only change is no new generation: nothing to reconcile.
     apps.patch("steady", {"metadata": {"labels": {"touched": "yes"}}})
-    wait_until(lambda: apps.get("steady")["metadata"].get("annotations", {}).get(
-        "mpcloud.io/last-handled-configuration", "").find('"touched"') >= 0, what="update handled")
+    app_rv = apps.get("steady")["metadata"]["resourceVersion"]
+    # A restart re-applies every app once (a full resync) — and must change nothing.
+    assert running_operator["op"].stop(signal.SIGTERM) == 0
+    replacement = operator_factory("resync").start()
+    running_operator["op"] = replacement
+    replacement.wait_ready(timeout=60)
+    wait_until(lambda: f"MiniProgramApp {apps.ns}/steady applied" in replacement.log(), what="resync of steady")
     time.sleep(1)
     assert apps.child_versions("steady") == before
     assert apps.policy.read_namespaced_pod_disruption_budget("steady", apps.ns).metadata.resource_version == pdb_rv
+    assert apps.get("steady")["metadata"]["resourceVersion"] == app_rv  # no status write either
 
 
 def test_schema_and_cel_reject_bad_specs_at_apply(apps, kubeconfig):
@@ -215,7 +222,17 @@ def test_schema_and_cel_reject_bad_specs_at_apply(apps, kubeconfig):
     assert "end must be after start" in err3.value.body
 
 
+def allow_secret_checks(apps) -> None:
+    """The tenant namespace's opt-in (manifests/rbac.yaml): the operator may check its Secrets exist."""
+    client.RbacAuthorizationV1Api(apps.core.api_client).create_namespaced_role_binding(apps.ns, {
+        "metadata": {"name": "mpcloud-operator-references"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "mpcloud-operator-references"},
+        "subjects": [{"kind": "ServiceAccount", "name": "mpcloud-operator", "namespace": "mpcloud-system"}]})
+
+
 def test_missing_secret_reports_and_recovers_without_touching_others(apps):
+    allow_secret_checks(apps)
     apps.create(app_body("good"))
     apps.create(app_body("needs-secret", envFrom=[{"secretRef": {"name": "db-credentials"}}]))
     apps.wait_ready("good")
@@ -229,6 +246,15 @@ def test_missing_secret_reports_and_recovers_without_touching_others(apps):
     apps.core.create_namespaced_secret(apps.ns, {"metadata": {"name": "db-credentials"},
                                                  "stringData": {"DATABASE_URL": "postgres://db"}})
     apps.wait_ready("needs-secret", timeout=90)  # retried with backoff, no restart needed
+
+
+def test_without_the_opt_in_secrets_are_not_read(apps):
+    # No RoleBinding in this namespace: the operator cannot read Secrets, so it does not block on one; the
+    # Deployment is applied and a missing Secret shows where the workload reports it (pods not starting).
+    apps.create(app_body("unchecked", envFrom=[{"secretRef": {"name": "not-there"}}]))
+    wait_until(lambda: apps.apps.list_namespaced_deployment(apps.ns, field_selector="metadata.name=unchecked").items,
+               what="Deployment applied")
+    assert apps.condition("unchecked", "Ready").get("reason") != "ReferenceNotFound"
 
 
 def test_missing_runtime_class_is_reported(apps):
@@ -254,7 +280,7 @@ def test_metrics_exposed(apps, operator):
     apps.wait_ready("measured")
     text = operator.metrics()
     for needle in ('mpcloud_reconcile_total{kind="MiniProgramApp",result="ok"}',
-                   "mpcloud_reconcile_duration_seconds_bucket", 'mpcloud_apps{ready="True"}',
+                   "mpcloud_reconcile_duration_seconds_bucket", 'mpcloud_objects{kind="MiniProgramApp",ready="True"}',
                    f'mpcloud_desired_replicas{{name="measured",namespace="{apps.ns}"}} 1.0',
                    f'mpcloud_ready_replicas{{name="measured",namespace="{apps.ns}"}} 1.0'):
         assert needle in text
@@ -270,7 +296,8 @@ def test_operator_role_is_least_privilege(api_client, mpcloud_installed):
             "namespace": "default"}}}).status.allowed
 
     assert can("patch", "deployments", "apps") and can("patch", "miniprogramapps", "mpcloud.io", "status")
-    assert not can("list", "secrets") and not can("delete", "deployments", "apps")
+    assert not can("get", "secrets") and not can("list", "secrets") and not can("delete", "deployments", "apps")
+    assert not can("patch", "miniprogramapps", "mpcloud.io")  # spec is the users'; only status is ours
     assert not can("create", "pods") and not can("create", "clusterroles", "rbac.authorization.k8s.io")
     role = yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
     for doc in role:

@@ -13,8 +13,6 @@ from typing import Any
 
 Key = tuple[str, str, str]  # kind, namespace, name
 _EXPECTED = "expected"
-_written: dict[Key, str] = {}
-_lock = threading.Lock()
 
 
 def key(obj: dict[str, Any]) -> Key:
@@ -26,32 +24,39 @@ def marker(obj: dict[str, Any]) -> str:
     return f"g{meta['generation']}" if meta.get("generation") else f"rv{meta.get('resourceVersion')}"
 
 
-def record(live: dict[str, Any]) -> None:
-    """The object as our write left it."""
-    with _lock:
-        _written[key(live)] = marker(live)
+class DriftTracker:
+    """Per-process record of the last version of each child we wrote (thread-safe)."""
 
+    def __init__(self) -> None:
+        self._written: dict[Key, str] = {}
+        self._lock = threading.Lock()
 
-def expect_change(k: Key) -> None:
-    with _lock:
-        _written[k] = _EXPECTED
+    def record(self, live: dict[str, Any]) -> None:
+        """The object as our write left it."""
+        with self._lock:
+            self._written[key(live)] = marker(live)
 
+    def expect_change(self, k: Key) -> None:
+        with self._lock:
+            self._written[k] = _EXPECTED
 
-def forget(k: Key) -> None:
-    with _lock:
-        _written.pop(k, None)
+    def forget(self, k: Key) -> None:
+        with self._lock:
+            self._written.pop(k, None)
 
+    def is_drift(self, event_type: str | None, obj: dict[str, Any]) -> bool:
+        """True when the event shows a change we did not make. Unknown objects (operator start-up) are not
+        drift: the owner's first reconcile after start re-applies them anyway."""
+        k = key(obj)
+        with self._lock:
+            if event_type == "DELETED":
+                self._written.pop(k, None)
+                return True
+            expected = self._written.get(k)
+            if expected == _EXPECTED:
+                self._written[k] = marker(obj)
+                return False
+        return expected is not None and expected != marker(obj)
 
-def is_drift(event_type: str | None, obj: dict[str, Any]) -> bool:
-    """True when the event shows a change we did not make. Unknown objects (operator start-up) are not
-    drift: the owner's resume handler re-applies them anyway."""
-    k = key(obj)
-    with _lock:
-        if event_type == "DELETED":
-            _written.pop(k, None)
-            return True
-        expected = _written.get(k)
-        if expected == _EXPECTED:
-            _written[k] = marker(obj)
-            return False
-    return expected is not None and expected != marker(obj)
+    def __len__(self) -> int:
+        return len(self._written)

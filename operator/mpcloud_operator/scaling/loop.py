@@ -6,8 +6,9 @@ one batch forecast), then writes only where something changed: the Deployment's 
 forecast, the ScalingDegraded condition), an Event per scale change, and metrics.
 
 Apps in predictive/scheduled mode have their Deployment built without spec.replicas (like under an HPA):
-`mpcloud-scaler` owns that field. `claim_replicas` hands it over without a dip when an app switches mode.
-It runs only in the leader (main.py starts it after the Lease is held).
+`mpcloud-scaler` owns that field (see miniprogramapp/scaler.py for the hand-over without a dip).
+MiniProgramApp registers this loop; it runs only in the leader (main.py starts it after the Lease is held),
+with the operator's Runtime (client, drift tracker) injected.
 """
 
 from __future__ import annotations
@@ -20,19 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 
-from mpcloud_operator import metrics
-from mpcloud_operator.kube import apply as kube
-from mpcloud_operator.kube import tracking
+from mpcloud_operator.config import SCALER_FIELD_MANAGER
+from mpcloud_operator.kube.client import ApiException
 from mpcloud_operator.kube.conditions import get_condition, set_condition
+from mpcloud_operator.miniprogramapp.handlers import DESIRED_REPLICAS
+from mpcloud_operator.miniprogramapp.scaler import set_replicas
 from mpcloud_operator.scaling.core import AppInput, Outcome, Scaler, Settings, from_body
 from mpcloud_operator.scaling.promapi import PromClient
 
 log = logging.getLogger("mpcloud.scaling")
-SCALER_MANAGER = "mpcloud-scaler"
 CONDITION = "ScalingDegraded"
 KIND = "MiniProgramApp"
 
@@ -65,48 +64,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def apply_scale(api: client.ApiClient, namespace: str, name: str, replicas: int) -> dict[str, Any]:
-    """Server-side apply spec.replicas on the Deployment's scale subresource as `mpcloud-scaler`."""
-    body = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"replicas": int(replicas)}}
-    result = kube._call(api, "PATCH", kube.object_path("Deployment", namespace, name, "scale"), body=body,
-                        content_type="application/apply-patch+yaml",
-                        query=[("fieldManager", SCALER_MANAGER), ("force", "true")])
-    # The Deployment's generation moves: its next watch event is our own write, not drift.
-    tracking.expect_change(("Deployment", namespace, name))
-    return result
-
-
-def _replicas_owners(dep: dict[str, Any]) -> set[str]:
-    return {mf.get("manager", "") for mf in dep["metadata"].get("managedFields") or []
-            if "f:replicas" in ((mf.get("fieldsV1") or {}).get("f:spec") or {})}
-
-
-def claim_replicas(api: client.ApiClient, app: Any, live: dict[str, Any] | None = None) -> None:
-    """Make `mpcloud-scaler` an owner of the Deployment's spec.replicas, keeping the current value.
-
-    Called by the reconciler for predictive/scheduled apps before it applies a Deployment without
-    spec.replicas (else dropping the field from mpcloud's apply would reset it to 1), and right after
-    creating one (then the app's own count, clamped, is the start value)."""
-    ns, name = app.metadata.namespace, app.metadata.name
-    live = live or kube.get(api, "Deployment", ns, name)
-    if live is None:
-        return
-    owners = _replicas_owners(live)
-    if SCALER_MANAGER in owners:
-        return
-    if owners - {"kube-controller-manager"}:
-        replicas = int(live["spec"].get("replicas", 1))
-    else:  # nobody set it: the API default of 1
-        status = app.status
-        replicas = status.desired_replicas if status and status.desired_replicas is not None else app.spec.replicas.effective
-    apply_scale(api, ns, name, app.spec.replicas.clamp(replicas))
-
-
 class ScalingLoop:
-    def __init__(self, api: client.ApiClient, prometheus_url: str, settings: Settings | None = None,
+    def __init__(self, runtime: Any, prometheus_url: str, settings: Settings | None = None,
                  namespaces: list[str] | None = None, workers: int = 8) -> None:
-        self.api = api
+        self.runtime = runtime
         self.settings = settings or settings_from_env()
         self.scaler = Scaler(PromClient(prometheus_url), self.settings)
         self.namespaces = namespaces or []
@@ -118,11 +79,9 @@ class ScalingLoop:
 
     # ------------------------------------------------------------------ I/O
     def list_apps(self) -> list[dict[str, Any]]:
-        paths = ([f"/apis/mpcloud.io/v1alpha1/namespaces/{ns}/miniprogramapps" for ns in self.namespaces]
-                 or ["/apis/mpcloud.io/v1alpha1/miniprogramapps"])
         items: list[dict[str, Any]] = []
-        for path in paths:
-            items.extend(kube._call(self.api, "GET", path).get("items") or [])
+        for ns in self.namespaces or [None]:
+            items.extend(self.runtime.kube.list(KIND, ns).get("items") or [])
         return items
 
     def tick(self, now: float | None = None) -> list[Outcome]:
@@ -157,7 +116,7 @@ class ScalingLoop:
             FORECAST.labels(o.namespace, o.name).set(o.forecast)
         if o.changed or o.uid not in self.claimed:
             try:
-                apply_scale(self.api, o.namespace, o.name, o.replicas)
+                set_replicas(self.runtime, o.namespace, o.name, o.replicas)
             except ApiException as exc:
                 if exc.status == 404:
                     return  # no Deployment yet: the reconciler creates it; next tick scales it
@@ -166,9 +125,9 @@ class ScalingLoop:
         if o.changed:
             DECISIONS.labels(o.reason).inc()
             verb = "ScaledUp" if o.replicas > o.previous else "ScaledDown"
-            kube.post_event(self.api, body, verb, f"replicas {o.previous} -> {o.replicas}: {o.message}")
+            self.runtime.kube.post_event(body, verb, f"replicas {o.previous} -> {o.replicas}: {o.message}")
             log.info("app %s/%s: %d -> %d (%s)", o.namespace, o.name, o.previous, o.replicas, o.message)
-        metrics.DESIRED_REPLICAS.labels(o.namespace, o.name).set(o.replicas)
+        DESIRED_REPLICAS.labels(o.namespace, o.name).set(o.replicas)
 
         old = body.get("status") or {}
         conditions = old.get("conditions") or []
@@ -179,7 +138,7 @@ class ScalingLoop:
         if not (o.changed or old.get("desiredReplicas") != o.replicas or old_reason != o.reason
                 or new_conditions != conditions or due):
             return
-        # Server-side apply as mpcloud-scaler: every field it owns, every time (see kube.apply_status).
+        # Server-side apply as mpcloud-scaler: every field it owns, every time (see KubeClient.apply_status).
         status: dict[str, Any] = {"desiredReplicas": o.replicas, "scalingReason": o.message[:1024],
                                   "conditions": [get_condition(new_conditions, CONDITION)]}
         last_scale = _now() if o.changed else old.get("lastScaleTime")
@@ -190,12 +149,12 @@ class ScalingLoop:
             self.summary_at[o.uid] = now
         elif old.get("forecast"):
             status["forecast"] = old["forecast"]
-        kube.apply_status(self.api, body, status, manager=SCALER_MANAGER)
+        self.runtime.kube.apply_status(body, status, manager=SCALER_FIELD_MANAGER)
         before = (get_condition(conditions, CONDITION) or {}).get("status")
         if o.degraded[0] == "True" and before != "True":
-            kube.post_event(self.api, body, o.degraded[1], o.degraded[2], "Warning")
+            self.runtime.kube.post_event(body, o.degraded[1], o.degraded[2], "Warning")
         elif o.degraded[0] == "False" and before == "True":
-            kube.post_event(self.api, body, "ScalingRecovered", "metrics and forecasts are back")
+            self.runtime.kube.post_event(body, "ScalingRecovered", "metrics and forecasts are back")
 
     # ------------------------------------------------------------------ thread
     def run(self) -> None:

@@ -1,0 +1,32 @@
+"""The one registry of custom resource kinds. Adding a kind is one folder and one line in KINDS.
+
+Everything generic derives from this list: kopf handler registration (handlers.py), CRD generation
+(crdgen.py), API paths (`paths()`), child watches and reconcile (reconcile/), metrics, background loops
+(main.py) and the RBAC test that manifests/rbac.yaml covers every kind and child.
+"""
+
+from __future__ import annotations
+
+from mpcloud_operator.kube.client import ResourcePaths
+from mpcloud_operator.miniprogramapp.handlers import MINI_PROGRAM_APP
+from mpcloud_operator.reconcile.kind import Kind
+
+KINDS: tuple[Kind, ...] = (
+    MINI_PROGRAM_APP,
+)
+
+# Objects kinds point at (reference checks) and that the generic layer reads, beyond kinds and children.
+REFERENCED = (("Secret", "v1", "secrets", True), ("ConfigMap", "v1", "configmaps", True),
+              ("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False))
+
+
+def paths(kinds: tuple[Kind, ...] = KINDS) -> ResourcePaths:
+    """API paths of every kind, child and referenced kind (no discovery round-trips)."""
+    out = ResourcePaths()
+    for kind in kinds:
+        out.add(kind.kind, kind.api_version, kind.plural)
+        for child in kind.children:
+            out.add(child.kind, child.api_version, child.plural)
+    for name, api_version, plural, namespaced in REFERENCED:
+        out.add(name, api_version, plural, namespaced)
+    return out

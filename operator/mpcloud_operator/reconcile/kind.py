@@ -1,0 +1,115 @@
+"""How a kind declares itself to the controller layer: one `Kind` value per custom resource.
+
+A kind is its pydantic model plus pure functions (desired children, children that must be absent, the
+objects it references, its status) and a few optional hooks for what only it knows. The registry
+(`mpcloud_operator.kinds`) lists every Kind once; handler registration, CRD generation, API paths, child
+watches, metrics and the RBAC test all derive from that list, and `reconcile.runner` runs the same
+parse → references → apply → delete → status → Events → metrics sequence for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from mpcloud_operator.runtime import Runtime
+
+Object = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """A kind of object the operator creates for its custom resources and watches for drift.
+
+    `status_view` (only for children the owner's status is computed from, e.g. a Deployment) keeps the few
+    fields that status needs; the watch cache stores that view instead of the whole object, and an event
+    whose view did not change wakes nobody."""
+
+    kind: str
+    api_version: str
+    plural: str
+    status_view: Callable[[Object], Object] | None = None
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An object a custom resource points at and that must exist before its children are applied."""
+
+    kind: str  # Secret, ConfigMap (namespaced) or RuntimeClass (cluster-scoped)
+    name: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class StatusInput:
+    """What a kind's `status` function is given (all of it already read; the function stays pure)."""
+
+    old: dict[str, Any]  # the object's current .status (as stored)
+    children: dict[str, Object | None]  # kind -> status view of the live child (None: not there yet)
+    problems: list[str]  # failed applies and spec problems of this reconcile
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything the generic layer needs to run a custom resource kind."""
+
+    kind: str
+    plural: str
+    model: type[BaseModel]  # must offer `from_body(dict)` and `.metadata` / `.spec`
+    desired: Callable[[Any], list[Object]]
+    status: Callable[[Any, StatusInput], dict[str, Any]]  # camelCase .status fields this reconciler owns
+    conditions: tuple[str, ...]  # condition types the reconciler owns; "Ready" first
+    owned_status_fields: tuple[str, ...]  # other .status fields it owns (sent on every status write)
+    children: tuple[ChildKind, ...] = ()
+    absent: Callable[[Any], list[Object]] = lambda obj: []
+    references: Callable[[Any], list[Reference]] = lambda obj: []
+    spec_problems: Callable[[Any], list[str]] = lambda obj: []
+    # Kind-specific Events on a status change: (old status, new status) -> [(reason, message, type)].
+    events: Callable[[dict[str, Any], dict[str, Any]], list[tuple[str, str, str]]] = lambda old, new: []
+    hooks: KindHooks | None = None
+    # Background loops the kind runs in the leader (e.g. the scaling tick): runtime -> object with stop().
+    loops: tuple[Callable[[Runtime], Any], ...] = ()
+    # CRD metadata (crdgen): shortNames, categories, printer columns, scale subresource.
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ("mpcloud",)
+    printer_columns: Sequence[dict[str, Any]] = field(default_factory=tuple)
+    scale: Any = None  # api.crdgen.Scale or None
+
+    @property
+    def api_version(self) -> str:
+        from mpcloud_operator.config import GROUP, VERSION
+
+        return f"{GROUP}/{VERSION}"
+
+    def child(self, kind: str) -> ChildKind | None:
+        return next((c for c in self.children if c.kind == kind), None)
+
+
+class KindHooks:
+    """Optional kind-specific steps around the generic apply; every method is a no-op by default."""
+
+    def before_apply(self, runtime: Runtime, obj: Any) -> None:
+        """Before the children are applied (e.g. hand a field to another writer first)."""
+
+    def after_apply(self, runtime: Runtime, obj: Any, live: Object) -> None:
+        """After one child was applied; `live` is the API server's answer."""
+
+    def record_metrics(self, obj: Any, status: dict[str, Any]) -> None:
+        """Kind-specific gauges from the status just computed."""
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The object was deleted: drop its metric series."""

@@ -1,0 +1,1 @@
+"""In-memory stand-ins for the API server, for cluster-free unit tests of reconcile logic."""

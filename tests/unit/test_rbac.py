@@ -1,0 +1,63 @@
+"""manifests/rbac.yaml grants exactly what the registered kinds need (derived from kinds.KINDS).
+
+Every kind: watch it, write its status. Every child kind: watch, create and server-side apply it (and delete
+it where a kind removes leftovers). Scale subresources the scaler writes. References: ConfigMaps and
+RuntimeClasses readable; Secrets only through the per-namespace opt-in role, never cluster-wide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mpcloud_operator.kinds import KINDS, REFERENCED
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_ROLE, REFERENCES_ROLE = "mpcloud-operator", "mpcloud-operator-references"
+
+
+def _rules(role: str) -> set[tuple[str, str, str]]:
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()) if d]
+    (doc,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == role]
+    return {(g, r, v) for rule in doc["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def test_operator_role_covers_every_kind_and_child() -> None:
+    granted = _rules(OPERATOR_ROLE)
+    needed: set[tuple[str, str, str]] = set()
+    for kind in KINDS:
+        group = _group(kind.api_version)
+        needed |= {(group, kind.plural, v) for v in ("get", "list", "watch")}
+        needed |= {(group, f"{kind.plural}/status", "patch")}
+        for child in kind.children:
+            needed |= {(child.group, child.plural, v) for v in ("get", "list", "watch", "create", "patch")}
+        for stub_kind in {c.kind for c in kind.children}:
+            child = kind.child(stub_kind)
+            if stub_kind == "PodDisruptionBudget":  # the one child MiniProgramApp removes when unwanted
+                needed.add((child.group, child.plural, "delete"))
+    needed.add(("apps", "deployments/scale", "patch"))  # the scaling loop
+    for name, api_version, plural, _ in REFERENCED:
+        if name != "Secret":
+            needed.add((_group(api_version), plural, "get"))
+    missing = needed - granted
+    assert not missing, f"manifests/rbac.yaml lacks {sorted(missing)}"
+
+
+def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
+    granted = _rules(OPERATOR_ROLE)
+    assert not {r for r in granted if r[1] == "secrets"}
+    for kind in KINDS:
+        assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")}
+    assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}
+
+
+def test_no_wildcards() -> None:
+    for doc in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()):
+        for rule in (doc or {}).get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
