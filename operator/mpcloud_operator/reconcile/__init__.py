@@ -1,0 +1,1 @@
+"""The generic controller layer: reconcile runner, child-event routing, reference checks, workload hardening."""
