@@ -201,6 +201,27 @@ class Sandbox(APIModel):
         return self
 
 
+# ---------------------------------------------------------------- image policy
+
+IMAGE_DIGEST_REQUIRED = Rule(
+    "!self.imagePolicy.requireDigest || self.image.contains('@')",
+    "imagePolicy.requireDigest is set: image must be pinned by digest (name@sha256:<64 hex digits>)",
+    ".image",
+)
+
+
+class ImagePolicy(APIModel):
+    """Which image references the spec may use. A spec with this part and an `image` field carries
+    IMAGE_DIGEST_REQUIRED as a CEL rule (and calls `check` in its validator)."""
+
+    require_digest: bool = False
+    """Only accept an image pinned by digest (@sha256:...), so every pod runs exactly the reviewed bytes
+    whatever happens to the tag."""
+
+    def check(self, image: str) -> None:
+        IMAGE_DIGEST_REQUIRED.check(not self.require_digest or "@" in image)
+
+
 # ---------------------------------------------------------------- health checks, bindings
 
 

@@ -17,18 +17,20 @@ from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_
 
 from mpcloud_operator.api.conditions import Condition
 from mpcloud_operator.api.parts import (
+    IMAGE_DIGEST_REQUIRED,
     PORT_NAMES_UNIQUE,
     PORT_NUMBERS_UNIQUE,
     Bindings,
     EnvFromSource,
     EnvVar,
+    ImagePolicy,
     Port,
     Probes,
     Resources,
     Sandbox,
 )
 from mpcloud_operator.api.schema import APIModel, CustomResource, Rule, cel, list_map, nested
-from mpcloud_operator.api.types import Label
+from mpcloud_operator.api.types import ImageRef, Label
 
 API_VERSION = "mpcloud.io/v1alpha1"
 KIND = "MiniProgramApp"
@@ -182,8 +184,12 @@ class Exposure(APIModel):
 class MiniProgramAppSpec(APIModel):
     """Desired state of a MiniProgramApp."""
 
-    image: str = Field(min_length=1, max_length=512)
-    """Container image, e.g. nginxinc/nginx-unprivileged:1.27."""
+    model_config = cel(IMAGE_DIGEST_REQUIRED)
+
+    image: ImageRef
+    """Container image, e.g. nginxinc/nginx-unprivileged:1.27 or registry.example.com/team/app@sha256:<digest>."""
+    image_policy: ImagePolicy = nested(ImagePolicy)
+    """Constraints on image (e.g. requireDigest)."""
     ports: list[Port] = Field(
         min_length=1, max_length=8,
         json_schema_extra={"x-kubernetes-validations": [PORT_NAMES_UNIQUE.as_schema(), PORT_NUMBERS_UNIQUE.as_schema()]},
@@ -209,7 +215,8 @@ class MiniProgramAppSpec(APIModel):
     """Network exposure."""
 
     @model_validator(mode="after")
-    def _ports_unique(self) -> MiniProgramAppSpec:
+    def _spec_rules(self) -> MiniProgramAppSpec:
+        self.image_policy.check(self.image)
         PORT_NAMES_UNIQUE.check(len({p.name for p in self.ports}) == len(self.ports))
         PORT_NUMBERS_UNIQUE.check(len({(p.container_port, p.protocol) for p in self.ports}) == len(self.ports))
         if len({e.name for e in self.env}) != len(self.env):
