@@ -104,6 +104,9 @@ def test_create_ready_with_pods_on_kata_nodes_only(apps):
         assert pod.spec.node_name in kata_nodes
         assert pod.spec.overhead  # RuntimeClass admission added the sandbox overhead
         assert pod.spec.automount_service_account_token is False
+        pod_sc = pod.spec.security_context
+        assert (pod_sc.run_as_user, pod_sc.run_as_group, pod_sc.fs_group) == (10001, 10001, 10001)
+        assert pod_sc.run_as_non_root is True
         sc = pod.spec.containers[0].security_context
         assert sc.read_only_root_filesystem and sc.allow_privilege_escalation is False
         assert sc.capabilities.drop == ["ALL"]

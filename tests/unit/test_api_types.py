@@ -1,4 +1,4 @@
-"""Unit tests for the shared API parts added for hardening: image references, imagePolicy."""
+"""Unit tests for the shared API parts added for hardening: image references, imagePolicy, runAs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from mpcloud_operator import crdgen
-from mpcloud_operator.api.parts import IMAGE_DIGEST_REQUIRED
+from mpcloud_operator.api.parts import IMAGE_DIGEST_REQUIRED, RunAs
 from mpcloud_operator.api.types import IMAGE_REFERENCE, VALID_IMAGE, ImageRef, image_name
 from mpcloud_operator.miniprogramapp.model import MiniProgramAppSpec
 
@@ -81,6 +81,17 @@ def test_require_digest():
     assert pinned.image_policy.require_digest
 
 
+@pytest.mark.parametrize("run_as", [{"user": 0}, {"group": 0}, {"user": -1}, {"user": 2**31}, {"group": 2**31}])
+def test_run_as_is_never_root_and_bounded(run_as):
+    with pytest.raises(ValidationError):
+        MiniProgramAppSpec.model_validate(spec(runAs=run_as))
+
+
+def test_run_as_defaults_to_a_high_uid():
+    assert (RunAs().user, RunAs().group) == (10001, 10001)
+    assert RunAs().user >= 10000
+
+
 def test_crd_carries_the_rules():
     root = crdgen.all_crds()["miniprogramapps.mpcloud.io.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec_schema = root["properties"]["spec"]
@@ -89,3 +100,6 @@ def test_crd_carries_the_rules():
     assert image["maxLength"] == 512 and "pattern" not in image  # one clear message, not a regex dump
     assert IMAGE_DIGEST_REQUIRED.as_schema() in spec_schema["x-kubernetes-validations"]
     assert spec_schema["properties"]["imagePolicy"]["default"] == {"requireDigest": False}
+    run_as = spec_schema["properties"]["runAs"]
+    assert run_as["default"] == {"user": 10001, "group": 10001}
+    assert run_as["properties"]["user"]["minimum"] == 1 and run_as["properties"]["group"]["minimum"] == 1

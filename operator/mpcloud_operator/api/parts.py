@@ -201,7 +201,21 @@ class Sandbox(APIModel):
         return self
 
 
-# ---------------------------------------------------------------- image policy
+# ---------------------------------------------------------------- identity and image policy
+
+DEFAULT_RUN_AS = 10001  # >= 10000: outside the UID range of host users and of most images' built-in users
+MAX_ID = 2147483647  # Kubernetes' bound for runAsUser/runAsGroup/fsGroup (int32)
+
+
+class RunAs(APIModel):
+    """The Linux user and group the pods' processes run as: never root. The default, 10001, is a high UID that no
+    host user or image-defined user is likely to own."""
+
+    user: int = Field(default=DEFAULT_RUN_AS, ge=1, le=MAX_ID)
+    """User ID (runAsUser) of every container; 0 (root) is not allowed."""
+    group: int = Field(default=DEFAULT_RUN_AS, ge=1, le=MAX_ID)
+    """Primary group ID (runAsGroup), also the group that owns the pod's volumes (fsGroup); 0 is not allowed."""
+
 
 IMAGE_DIGEST_REQUIRED = Rule(
     "!self.imagePolicy.requireDigest || self.image.contains('@')",

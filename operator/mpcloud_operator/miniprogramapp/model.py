@@ -27,6 +27,7 @@ from mpcloud_operator.api.parts import (
     Port,
     Probes,
     Resources,
+    RunAs,
     Sandbox,
 )
 from mpcloud_operator.api.schema import APIModel, CustomResource, Rule, cel, list_map, nested
@@ -203,6 +204,8 @@ class MiniProgramAppSpec(APIModel):
     """CPU and memory of the app container."""
     sandbox: Sandbox = nested(Sandbox)
     """Sandbox runtime (Kata Containers by default)."""
+    run_as: RunAs = nested(RunAs)
+    """User and group of the app's processes (non-root, 10001 by default)."""
     replicas: Replicas = nested(Replicas)
     """Replica bounds and the scale subresource's replica count."""
     scaling: Scaling = nested(Scaling)

@@ -95,7 +95,7 @@ def desired_replicas(app: MiniProgramApp, deployment_replicas: int | None = None
 def deployment(app: MiniProgramApp) -> dict[str, Any]:
     """The app's Deployment: Pod Security "restricted", sandboxed by the RuntimeClass."""
     spec = app.spec
-    pod = workload.restricted_pod_spec(app.metadata.name, [_container(app)], spec.sandbox)
+    pod = workload.restricted_pod_spec(app.metadata.name, [_container(app)], spec.sandbox, spec.run_as)
     out = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

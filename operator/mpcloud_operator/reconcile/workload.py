@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpcloud_operator.api.parts import Bindings, EnvFromSource, EnvVar, Probe, Resources, Sandbox
+from mpcloud_operator.api.parts import Bindings, EnvFromSource, EnvVar, Probe, Resources, RunAs, Sandbox
 from mpcloud_operator.api.schema import to_json
 
 TMP_VOLUME = "tmp"
@@ -20,9 +20,11 @@ BINDING_PREFIXES = {"database": "DATABASE_", "storage": "STORAGE_"}
 _RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
 
 
-def restricted_pod_security_context() -> dict[str, Any]:
-    """Pod-level securityContext of Pod Security "restricted"."""
-    return {"runAsNonRoot": True, "seccompProfile": dict(_RUNTIME_DEFAULT_SECCOMP)}
+def restricted_pod_security_context(run_as: RunAs) -> dict[str, Any]:
+    """Pod-level securityContext of Pod Security "restricted", with an explicit non-root user and group: the
+    image's USER is not trusted, and fsGroup makes the pod's volumes writable by that group."""
+    return {"runAsNonRoot": True, "runAsUser": run_as.user, "runAsGroup": run_as.group, "fsGroup": run_as.group,
+            "seccompProfile": dict(_RUNTIME_DEFAULT_SECCOMP)}
 
 
 def restricted_container_security_context() -> dict[str, Any]:
@@ -45,14 +47,15 @@ def tmp_volume_mount() -> dict[str, Any]:
     return {"name": TMP_VOLUME, "mountPath": "/tmp"}
 
 
-def restricted_pod_spec(service_account: str, containers: list[dict[str, Any]], sandbox: Sandbox) -> dict[str, Any]:
+def restricted_pod_spec(service_account: str, containers: list[dict[str, Any]], sandbox: Sandbox,
+                        run_as: RunAs) -> dict[str, Any]:
     """A pod spec around hardened containers: own ServiceAccount without a token, no Service env vars, /tmp,
-    and the sandbox RuntimeClass unless the spec opted out."""
+    a non-root user, and the sandbox RuntimeClass unless the spec opted out."""
     pod: dict[str, Any] = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,  # thousands of Services would otherwise become env vars
-        "securityContext": restricted_pod_security_context(),
+        "securityContext": restricted_pod_security_context(run_as),
         "containers": containers,
         "volumes": [tmp_volume()],
     }
