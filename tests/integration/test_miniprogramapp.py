@@ -10,6 +10,8 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from mpcloud_operator.api.parts import IMAGE_DIGEST_REQUIRED
+from mpcloud_operator.api.types import VALID_IMAGE
 from tests.integration.conftest import ROOT, kubectl, wait_until
 
 pytestmark = pytest.mark.integration
@@ -102,6 +104,9 @@ def test_create_ready_with_pods_on_kata_nodes_only(apps):
         assert pod.spec.node_name in kata_nodes
         assert pod.spec.overhead  # RuntimeClass admission added the sandbox overhead
         assert pod.spec.automount_service_account_token is False
+        pod_sc = pod.spec.security_context
+        assert (pod_sc.run_as_user, pod_sc.run_as_group, pod_sc.fs_group) == (10001, 10001, 10001)
+        assert pod_sc.run_as_non_root is True
         sc = pod.spec.containers[0].security_context
         assert sc.read_only_root_filesystem and sc.allow_privilege_escalation is False
         assert sc.capabilities.drop == ["ALL"]
@@ -229,6 +234,45 @@ def allow_secret_checks(apps) -> None:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                     "name": "mpcloud-operator-references"},
         "subjects": [{"kind": "ServiceAccount", "name": "mpcloud-operator", "namespace": "mpcloud-system"}]})
+
+
+@pytest.mark.parametrize("image", ["nginx:", "UPPER/case", "a b", "foo@sha256:xyz"])
+def test_malformed_image_is_rejected_at_apply(mpcloud_installed, namespace, kubeconfig, tmp_path, image):
+    # The CRD alone rejects it (no operator needed): a server-side dry run leaves nothing behind.
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(yaml.safe_dump(app_body("bad-image", image=image)))
+    with pytest.raises(RuntimeError) as err:
+        kubectl(kubeconfig, "apply", "--dry-run=server", "-n", namespace, "-f", str(manifest))
+    assert "spec.image" in str(err.value) and VALID_IMAGE.message in str(err.value)
+
+
+def test_api_server_agrees_with_the_model_on_image_references(mpcloud_installed, api_client, namespace):
+    # The rule runs in Go's RE2 on the server and in Python's re in the model: the same table must split the same.
+    from tests.unit.test_api_types import INVALID, VALID
+
+    custom = client.CustomObjectsApi(api_client)
+    verdicts = {}
+    for ref in VALID + INVALID:
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, app_body("img", image=ref),
+                                                   dry_run="All")
+            verdicts[ref] = True
+        except ApiException as err:
+            assert err.status == 422, err.body
+            verdicts[ref] = False
+    assert [r for r in VALID if not verdicts[r]] == [] and [r for r in INVALID if verdicts[r]] == []
+
+
+def test_require_digest_is_enforced_at_apply(mpcloud_installed, namespace, kubeconfig, tmp_path):
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(yaml.safe_dump(app_body("pinned", imagePolicy={"requireDigest": True})))
+    with pytest.raises(RuntimeError) as err:
+        kubectl(kubeconfig, "apply", "--dry-run=server", "-n", namespace, "-f", str(manifest))
+    assert "spec.image" in str(err.value) and IMAGE_DIGEST_REQUIRED.message in str(err.value)
+    manifest.write_text(yaml.safe_dump(app_body("pinned", imagePolicy={"requireDigest": True},
+                                                image="nginxinc/nginx-unprivileged:1.27@sha256:" + "a" * 64)))
+    assert "created (server dry run)" in kubectl(kubeconfig, "apply", "--dry-run=server", "-n", namespace, "-f",
+                                                 str(manifest))
 
 
 def test_missing_secret_reports_and_recovers_without_touching_others(apps):

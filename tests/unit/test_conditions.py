@@ -1,10 +1,10 @@
-"""Unit tests for kube.conditions: set_condition keeps metav1.Condition semantics."""
+"""Unit tests for api.conditions: set_condition keeps metav1.Condition semantics."""
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mpcloud_operator.kube.conditions import MAX_MESSAGE, Condition, format_time, get_condition, set_condition
+from mpcloud_operator.api.conditions import MAX_MESSAGE, Condition, format_time, get_condition, set_condition
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 T1 = T0 + timedelta(minutes=5)

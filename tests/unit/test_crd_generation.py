@@ -8,6 +8,10 @@ import yaml
 from pydantic import BaseModel, Field
 
 from mpcloud_operator import crdgen
+from mpcloud_operator.api import crdgen as generic
+from mpcloud_operator.api import parts
+from mpcloud_operator.api.schema import to_json
+from mpcloud_operator.api.types import QUANTITY
 from mpcloud_operator.miniprogramapp import model as m
 
 CRD_FILE = crdgen.CRD_DIR / "miniprogramapps.mpcloud.io.yaml"
@@ -46,7 +50,7 @@ def at(root: dict[str, Any], dotted: str) -> dict[str, Any]:
 def test_committed_crds_match_the_models():
     for filename, crd in crdgen.all_crds().items():
         committed = (crdgen.CRD_DIR / filename).read_text()
-        assert committed == crdgen.render(crd), "run `python -m mpcloud_operator.crdgen`"
+        assert committed == generic.render(crd), "run `python -m mpcloud_operator.crdgen`"
     assert crdgen.main(["--check"]) == 0
 
 
@@ -66,8 +70,8 @@ def test_committed_yaml_parses_back_to_the_generated_dict(crd):
 
 
 def test_schema_is_structural(root):
-    assert crdgen.structural_problems(root["properties"]["spec"], ".spec") == []
-    assert crdgen.structural_problems(root["properties"]["status"], ".status") == []
+    assert generic.structural_problems(root["properties"]["spec"], ".spec") == []
+    assert generic.structural_problems(root["properties"]["status"], ".status") == []
     text = CRD_FILE.read_text()
     for forbidden in ("$ref", "$defs", "title:", "allOf", "oneOf", "additionalProperties: false", "uniqueItems",
                       "type: 'null'", "type: null"):
@@ -160,15 +164,15 @@ def test_every_default_validates_against_its_own_schema(root):
 
 
 @pytest.mark.parametrize(("path", "cls"), [
-    ("spec.resources", m.Resources), ("spec.sandbox", m.Sandbox), ("spec.replicas", m.Replicas),
-    ("spec.scaling", m.Scaling), ("spec.probes", m.Probes), ("spec.exposure", m.Exposure),
+    ("spec.resources", parts.Resources), ("spec.sandbox", parts.Sandbox), ("spec.replicas", m.Replicas),
+    ("spec.scaling", m.Scaling), ("spec.probes", parts.Probes), ("spec.exposure", m.Exposure),
 ])
 def test_object_defaults_are_complete_and_pass_the_model_rules(root, path, cls):
     # The API server checks CEL rules on defaults *without* applying nested defaults first,
     # so an object default must already carry every field a rule reads.
     default = at(root, path)["default"]
     assert default, path
-    assert m.to_json(cls.model_validate(default)) == m.to_json(cls())
+    assert to_json(cls.model_validate(default)) == to_json(cls())
     for prop, sub in at(root, path)["properties"].items():
         if "default" in sub:
             assert prop in default, f"{path}.{prop} missing from the object default"
@@ -182,9 +186,9 @@ def test_cel_rules_and_messages(root):
     expected = {
         ".spec.replicas": m.MIN_LE_MAX,
         ".spec.scaling.events[]": m.EVENT_END_AFTER_START,
-        ".spec.sandbox": m.SANDBOX_REQUIRED,
+        ".spec.sandbox": parts.SANDBOX_REQUIRED,
         ".spec.scaling": m.CAPACITY_REQUIRED,
-        ".spec.ports": m.PORT_NAMES_UNIQUE,
+        ".spec.ports": parts.PORT_NAMES_UNIQUE,
     }
     for path, rule in expected.items():
         assert rules.get((path, rule.rule)) == rule.message, path
@@ -208,7 +212,7 @@ def test_list_types(root):
 def test_int_or_string_fields(root):
     for path in ("spec.resources.requests.cpu", "spec.resources.limits.memory"):
         node = at(root, path)
-        assert node["x-kubernetes-int-or-string"] is True and node["pattern"] == m.QUANTITY
+        assert node["x-kubernetes-int-or-string"] is True and node["pattern"] == QUANTITY
     port = at(root, "spec.probes.readiness.httpGet.port")
     assert port["x-kubernetes-int-or-string"] and port["maximum"] == 65535 and port["maxLength"] == 15
 
@@ -262,7 +266,7 @@ class _Widget(BaseModel):
 
 
 def test_crd_for_other_kinds_without_status_or_scale():
-    crd = crdgen.crd_for(_Widget, group="example.io", kind="Widget", plural="widgets")
+    crd = generic.crd_for(_Widget, group="example.io", kind="Widget", plural="widgets")
     version = crd["spec"]["versions"][0]
     assert "subresources" not in version and "additionalPrinterColumns" not in version
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
@@ -275,11 +279,11 @@ def test_unsupported_constructs_fail_loudly():
     class Bad(BaseModel):
         spec: dict[str, int | float | bool] = Field(max_length=2)
 
-    with pytest.raises(crdgen.SchemaError, match="union"):
-        crdgen.crd_for(Bad, group="example.io", kind="Bad", plural="bads")
+    with pytest.raises(generic.SchemaError, match="union"):
+        generic.crd_for(Bad, group="example.io", kind="Bad", plural="bads")
 
     class Unbounded(BaseModel):
         spec: list[str]
 
-    with pytest.raises(crdgen.SchemaError, match="unbounded"):
-        crdgen.crd_for(Unbounded, group="example.io", kind="U", plural="us")
+    with pytest.raises(generic.SchemaError, match="unbounded"):
+        generic.crd_for(Unbounded, group="example.io", kind="U", plural="us")

@@ -6,8 +6,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from mpcloud_operator.api import parts
+from mpcloud_operator.api.schema import to_json
+from mpcloud_operator.api.types import parse_quantity
 from mpcloud_operator.miniprogramapp import model as m
-from mpcloud_operator.miniprogramapp.model import MiniProgramApp, MiniProgramAppSpec, Replicas, to_json
+from mpcloud_operator.miniprogramapp.model import MiniProgramApp, MiniProgramAppSpec, Replicas
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -51,21 +54,21 @@ INVALID = [
     ({"scaling": {"mode": "scheduled", "capacityPerReplica": 1, "events": [
         {"name": "e", "start": "2025-01-01T00:00:00Z", "end": "2025-01-01T00:00:00Z", "expectedMultiplier": 2}]}},
      m.EVENT_END_AFTER_START.message),
-    ({"sandbox": {"runtimeClassName": "none"}}, m.SANDBOX_REQUIRED.message),
-    ({"sandbox": {"runtimeClassName": ""}}, m.SANDBOX_REQUIRED.message),
+    ({"sandbox": {"runtimeClassName": "none"}}, parts.SANDBOX_REQUIRED.message),
+    ({"sandbox": {"runtimeClassName": ""}}, parts.SANDBOX_REQUIRED.message),
     ({"scaling": {"mode": "predictive"}}, m.CAPACITY_REQUIRED.message),
     ({"scaling": {"mode": "scheduled"}}, m.CAPACITY_REQUIRED.message),
     ({"ports": [{"name": "http", "containerPort": 8080}, {"name": "http", "containerPort": 8081}]},
-     m.PORT_NAMES_UNIQUE.message),
+     parts.PORT_NAMES_UNIQUE.message),
     ({"ports": [{"name": "http", "containerPort": 8080}, {"name": "web", "containerPort": 8080}]},
-     m.PORT_NUMBERS_UNIQUE.message),
-    ({"probes": {"liveness": {"httpGet": {}, "tcpSocket": {}}}}, m.PROBE_ONE_ACTION.message),
+     parts.PORT_NUMBERS_UNIQUE.message),
+    ({"probes": {"liveness": {"httpGet": {}, "tcpSocket": {}}}}, parts.PROBE_ONE_ACTION.message),
     ({"env": [{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
-     m.ENV_VALUE_OR_FROM.message),
-    ({"env": [{"name": "A", "valueFrom": {}}]}, m.ENV_SOURCE_ONE_OF.message),
-    ({"envFrom": [{"prefix": "X_"}]}, m.ENV_FROM_ONE_OF.message),
-    ({"resources": {"requests": {"memory": "1Gi"}}}, m.REQUESTS_WITHIN_LIMITS.message),
-    ({"resources": {"requests": {"cpu": 2}}}, m.REQUESTS_WITHIN_LIMITS.message),
+     parts.ENV_VALUE_OR_FROM.message),
+    ({"env": [{"name": "A", "valueFrom": {}}]}, parts.ENV_SOURCE_ONE_OF.message),
+    ({"envFrom": [{"prefix": "X_"}]}, parts.ENV_FROM_ONE_OF.message),
+    ({"resources": {"requests": {"memory": "1Gi"}}}, parts.REQUESTS_WITHIN_LIMITS.message),
+    ({"resources": {"requests": {"cpu": 2}}}, parts.REQUESTS_WITHIN_LIMITS.message),
     ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "env[].name must be unique"),
     ({"replicas": {"min": -1}}, "greater than or equal to 0"),
     ({"replicas": {"max": 0}}, "greater than or equal to 1"),
@@ -119,7 +122,7 @@ def test_replicas_effective_is_clamped():
     ("0.5Gi", 2**29), ("1k", 1000), ("1M", 1e6),
 ])
 def test_parse_quantity(q, value):
-    assert m.parse_quantity(q) == pytest.approx(value)
+    assert parse_quantity(q) == pytest.approx(value)
 
 
 def test_from_body_accepts_kopf_body_and_whole_object():

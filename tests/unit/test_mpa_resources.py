@@ -75,7 +75,8 @@ def test_owner_reference_needs_a_uid():
 
 def test_pod_security_restricted():
     pod = pod_spec(make_app())
-    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
     assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "shop"
     [c] = pod["containers"]
     assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
@@ -84,6 +85,12 @@ def test_pod_security_restricted():
     assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"][0]["name"] == "tmp" and "emptyDir" in pod["volumes"][0]
     assert not any(k in pod for k in ("hostNetwork", "hostPID", "hostIPC"))
+
+
+def test_run_as_is_overridable():
+    pod = pod_spec(make_app(runAs={"user": 101, "group": 102}))
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (101, 102)
+    assert pod["securityContext"]["fsGroup"] == 102 and pod["securityContext"]["runAsNonRoot"] is True
 
 
 def test_runtime_class_from_sandbox():

@@ -39,3 +39,18 @@ def test_cli_entry_point_lists_commands():
                          check=True).stdout
     for cmd in ("cluster", "operator", "replay", "keepalive", "kubectl"):
         assert cmd in out
+
+
+def test_api_toolkit_imports_no_kopf_or_kubernetes():
+    # Models, CRD generation and conditions must load in tools, tests and webhooks without the controller stack.
+    code = (
+        "import sys, pkgutil, importlib, mpcloud_operator.api as api\n"
+        "names = [m.name for m in pkgutil.walk_packages(api.__path__, 'mpcloud_operator.api.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('kubernetes', 'kopf'))\n"
+        "print(len(names), ','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    count, _, bad = out.stdout.strip().partition(" ")
+    assert int(count) >= 5 and bad == "", f"mpcloud_operator.api pulled in: {bad}"

@@ -108,7 +108,7 @@ OWNED_STATUS_FIELDS = ("replicas", "readyReplicas", "desiredReplicas", "selector
 
 
 def _kind() -> Kind:
-    from mpcloud_operator.crdgen import Scale, column
+    from mpcloud_operator.api.crdgen import Scale, column
 
     return Kind(
         kind=KIND, plural="miniprogramapps", model=MiniProgramApp, children=CHILDREN,

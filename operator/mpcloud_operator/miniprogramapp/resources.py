@@ -18,13 +18,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from mpcloud_operator.kube.conditions import set_condition
-from mpcloud_operator.miniprogramapp.model import API_VERSION, KIND, MiniProgramApp, Probe, to_json
+from mpcloud_operator.api.conditions import set_condition
+from mpcloud_operator.api.parts import Probe
+from mpcloud_operator.miniprogramapp.model import API_VERSION, KIND, MiniProgramApp
+from mpcloud_operator.reconcile import workload
 
 MANAGER = "mpcloud"
 CONTAINER = "app"
-TMP_VOLUME = "tmp"
-BINDING_PREFIXES = {"database": "DATABASE_", "storage": "STORAGE_"}
 NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -95,16 +95,7 @@ def desired_replicas(app: MiniProgramApp, deployment_replicas: int | None = None
 def deployment(app: MiniProgramApp) -> dict[str, Any]:
     """The app's Deployment: Pod Security "restricted", sandboxed by the RuntimeClass."""
     spec = app.spec
-    pod: dict[str, Any] = {
-        "serviceAccountName": app.metadata.name,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,  # thousands of Services would otherwise become env vars
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(app)],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}],
-    }
-    if not spec.sandbox.unsandboxed:
-        pod["runtimeClassName"] = spec.sandbox.runtime_class_name
+    pod = workload.restricted_pod_spec(app.metadata.name, [_container(app)], spec.sandbox, spec.run_as)
     out = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -125,60 +116,26 @@ def deployment(app: MiniProgramApp) -> dict[str, Any]:
 
 def _container(app: MiniProgramApp) -> dict[str, Any]:
     spec = app.spec
-    res = spec.resources
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
         "ports": [{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol} for p in spec.ports],
-        "resources": {
-            "requests": {"cpu": str(res.requests.cpu), "memory": str(res.requests.memory)},
-            "limits": {"cpu": str(res.limits.cpu), "memory": str(res.limits.memory)},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "resources": workload.container_resources(spec.resources),
+        "securityContext": workload.restricted_container_security_context(),
+        "volumeMounts": [workload.tmp_volume_mount()],
     }
-    env = [_drop_false_optional(to_json(e)) for e in spec.env]
+    env = workload.env(spec.env)
     if env:
         container["env"] = env
-    env_from = [_drop_false_optional(to_json(e)) for e in spec.env_from]
-    if spec.bindings:
-        for kind, prefix in BINDING_PREFIXES.items():
-            binding = getattr(spec.bindings, kind)
-            if binding:
-                env_from.append(_drop_false_optional({"secretRef": to_json(binding.secret_ref), "prefix": prefix}))
+    env_from = workload.env_from(spec.env_from, spec.bindings)
     if env_from:
         container["envFrom"] = env_from
     if spec.probes.enabled:
-        container["readinessProbe"] = _probe(app, spec.probes.readiness or Probe(period_seconds=5))
-        container["livenessProbe"] = _probe(app, spec.probes.liveness or Probe(initial_delay_seconds=10))
+        default_port = spec.ports[0].name
+        container["readinessProbe"] = workload.probe(spec.probes.readiness or Probe(period_seconds=5), default_port)
+        container["livenessProbe"] = workload.probe(spec.probes.liveness or Probe(initial_delay_seconds=10),
+                                                    default_port)
     return container
-
-
-def _drop_false_optional(obj: Any) -> Any:
-    """`optional: false` is the API default: leave it out so the object reads like a hand-written one."""
-    if isinstance(obj, dict):
-        return {k: _drop_false_optional(v) for k, v in obj.items() if not (k == "optional" and v is False)}
-    return obj
-
-
-def _probe(app: MiniProgramApp, probe: Probe) -> dict[str, Any]:
-    default_port = app.spec.ports[0].name
-    out: dict[str, Any]
-    if probe.http_get is not None:
-        out = {"httpGet": {"path": probe.http_get.path, "port": probe.http_get.port or default_port,
-                           "scheme": "HTTP"}}
-    else:
-        port = probe.tcp_socket.port if probe.tcp_socket is not None else None
-        out = {"tcpSocket": {"port": port or default_port}}
-    out.update(initialDelaySeconds=probe.initial_delay_seconds, periodSeconds=probe.period_seconds,
-               timeoutSeconds=probe.timeout_seconds, failureThreshold=probe.failure_threshold)
-    return out
 
 
 def service(app: MiniProgramApp) -> dict[str, Any]:

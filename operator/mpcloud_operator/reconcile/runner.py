@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mpcloud_operator import metrics
-from mpcloud_operator.kube.conditions import get_condition, set_condition
+from mpcloud_operator.api.conditions import get_condition, set_condition
 from mpcloud_operator.kube import tracking
 from mpcloud_operator.kube.client import ApiException, error_message
 from mpcloud_operator.reconcile import references

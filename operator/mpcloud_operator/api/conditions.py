@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AwareDatetime, Field
+
+from mpcloud_operator.api.schema import APIModel
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -21,21 +22,8 @@ MAX_MESSAGE = 32768
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 
-# How every mpcloud API model reads and writes: camelCase on the wire, snake_case in Python, docstrings of
-# attributes as schema descriptions, unknown fields rejected.
-API_MODEL_CONFIG = ConfigDict(
-    alias_generator=to_camel,
-    validate_by_name=True,
-    validate_by_alias=True,
-    use_attribute_docstrings=True,
-    extra="forbid",
-)
-
-
-class Condition(BaseModel):
+class Condition(APIModel):
     """One observation of the object's state, in the metav1.Condition shape."""
-
-    model_config = API_MODEL_CONFIG
 
     type: str = Field(max_length=316, pattern=TYPE_PATTERN)
     """Condition type in CamelCase, e.g. Ready, Progressing, Degraded."""
