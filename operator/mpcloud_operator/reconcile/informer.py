@@ -22,10 +22,14 @@ log = logging.getLogger("mpcloud.informer")
 EventHandler = Callable[[str, dict[str, Any]], None]  # (ADDED | MODIFIED | DELETED | SYNCED, object)
 
 
+_OWNER_FIELDS = ("apiVersion", "kind", "name", "uid")
+
+
 def _identity(meta: dict[str, Any]) -> tuple[str, Any]:
-    owners = tuple({k: r.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller")}
-                   for r in meta.get("ownerReferences") or ())
-    return meta.get("uid", ""), owners
+    """(uid, controller owner as a tuple): the little a DELETED found by a re-LIST must report."""
+    owner = next((tuple(r.get(k) for k in _OWNER_FIELDS) for r in meta.get("ownerReferences") or ()
+                  if r.get("controller")), None)
+    return meta.get("uid", ""), owner
 
 
 class Informer:
@@ -70,10 +74,11 @@ class Informer:
             if not cont:
                 rv = page["metadata"]["resourceVersion"]
                 break
-        for (ns, name), (uid, owners) in self._known.items():
+        for (ns, name), (uid, owner) in self._known.items():
             if (ns, name) not in seen:
+                owners = [{**dict(zip(_OWNER_FIELDS, owner)), "controller": True}] if owner else []
                 self.on_event("DELETED", {"kind": kind, "apiVersion": api_version, "metadata": {
-                    "namespace": ns, "name": name, "uid": uid, "ownerReferences": list(owners)}})
+                    "namespace": ns, "name": name, "uid": uid, "ownerReferences": owners}})
         self._known = seen
         return rv
 
