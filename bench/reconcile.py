@@ -84,6 +84,17 @@ def _raw_metrics(api: client.ApiClient) -> str:
     return resp.data.decode()
 
 
+def operator_requests(metrics_text: str) -> dict[str, float]:
+    """The operator's own count of its API requests (mpcloud_kube_requests_total), by "METHOD resource"."""
+    out: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        m = re.match(r'mpcloud_kube_requests_total\{code="[^"]*",method="([A-Z]+)",resource="([^"]+)"\} (\S+)', line)
+        if m:
+            key = f"{m.group(1)} {m.group(2)}"
+            out[key] = out.get(key, 0.0) + float(m.group(3))
+    return dict(sorted(out.items()))
+
+
 def wait_all(fn, n: int, timeout: float) -> dict[str, float]:
     """Poll fn() -> set of done names; return {name: first time seen done}."""
     seen: dict[str, float] = {}
@@ -159,7 +170,8 @@ def run_operator(api: client.ApiClient, ns: str, n: int, replicas: int, op: Oper
     fields = Path(f"/proc/{op.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-    return {"total_s": total, "create_s": create_s, "apps_per_s": n / total, "p50_ready_s": statistics.median(lat),
+    breakdown = {k: v / n for k, v in operator_requests(op.metrics()).items()}
+    return {"requests_per_app_by_call": breakdown, "total_s": total, "create_s": create_s, "apps_per_s": n / total, "p50_ready_s": statistics.median(lat),
             "p95_ready_s": lat[int(0.95 * (len(lat) - 1))], "api_requests_per_app": requests / n,
             "operator_peak_rss_mb": hwm, "operator_rss_mb": rss, "operator_cpu_s": cpu_s}
 
@@ -217,6 +229,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"{phase:<10}{r['total_s']:>10.1f}{r['apps_per_s']:>10.1f}{r.get('p50_ready_s', float('nan')):>9.2f}"
               f"{r.get('p95_ready_s', float('nan')):>9.2f}{r.get('api_requests_per_app', float('nan')):>10.1f}"
               f"{r.get('operator_peak_rss_mb', float('nan')):>13.0f}")
+    calls = results["mpcloud"]["requests_per_app_by_call"]
+    print("operator requests per app: " + ", ".join(f"{k} {v:.2f}" for k, v in calls.items()))
     if "raw" in results:
         results["ratio_mpcloud_to_raw"] = results["mpcloud"]["total_s"] / results["raw"]["total_s"]
         print(f"mpcloud / raw-write bound: {results['ratio_mpcloud_to_raw']:.2f}× (target ≤ 1.5×)")

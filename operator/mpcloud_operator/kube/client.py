@@ -15,16 +15,18 @@ Tests use `tests/fakes/kube.FakeClient`, which has the same methods and records 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+from prometheus_client import Counter, Histogram
 
 from mpcloud_operator.config import FIELD_MANAGER
+from mpcloud_operator.kube.events import EventRecorder
 
 __all__ = ["ApiException", "KubeClient", "ResourcePaths", "error_message", "new_api_client"]
 
@@ -69,8 +71,21 @@ def error_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+REQUESTS = Counter("mpcloud_kube_requests_total", "Requests to the API server, by method, resource and HTTP code.",
+                   ["method", "resource", "code"])
+REQUEST_SECONDS = Histogram("mpcloud_kube_request_duration_seconds", "API request latency, by method.", ["method"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def resource_of(path: str) -> str:
+    """`deployments`, `miniprogramapps/status`, `events`… from an API path (a bounded label set)."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]  # after /api/v1 or /apis/<group>/<version>
+    if len(rest) >= 2 and rest[0] == "namespaces":
+        rest = rest[2:] or ["namespaces"]
+    if not rest:
+        return "discovery"
+    return f"{rest[0]}/{rest[2]}" if len(rest) >= 3 else rest[0]
 
 
 class KubeClient:
@@ -79,6 +94,7 @@ class KubeClient:
     def __init__(self, api: client.ApiClient, paths: ResourcePaths, field_manager: str = FIELD_MANAGER,
                  component: str = "mpcloud-operator") -> None:
         self.api, self.paths, self.field_manager, self.component = api, paths, field_manager, component
+        self.events = EventRecorder(self.request, component)
 
     # ------------------------------------------------------------------ transport
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
@@ -90,8 +106,15 @@ class KubeClient:
         # The REST client JSON-encodes bodies of `*json` content types itself; an apply patch goes as a JSON
         # string (valid YAML), which the client sends unchanged.
         payload = body if body is None or "json" in content_type else json.dumps(body)
-        response = self.api.call_api(method, url, header_params=headers, body=payload, _request_timeout=timeout)
-        response.read()
+        started = time.monotonic()
+        try:
+            response = self.api.call_api(method, url, header_params=headers, body=payload, _request_timeout=timeout)
+            response.read()
+        except Exception:
+            REQUESTS.labels(method, resource_of(path), "error").inc()
+            raise
+        REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
+        REQUESTS.labels(method, resource_of(path), str(response.status)).inc()
         text = response.data.decode("utf-8") if response.data else ""
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=response.reason, body=text)
@@ -168,19 +191,5 @@ class KubeClient:
             raise
 
     def post_event(self, involved: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
-        """Record a core/v1 Event on `involved` (kopf ≥ 1.45 posts none by default). Best effort."""
-        meta = involved["metadata"]
-        now = _now()
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid")},
-            "reason": reason, "message": message[:1024], "type": type_,
-            "source": {"component": self.component}, "reportingComponent": "mpcloud.io/operator",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        try:
-            self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
-        except ApiException:
-            pass
+        """Record a core/v1 Event on `involved`, asynchronously (kopf ≥ 1.45 posts none by default)."""
+        self.events.post(involved, reason, message, type_)
