@@ -383,7 +383,8 @@ def test_lease_allows_a_single_active_operator(apps, running_operator, operator_
     apps.create(app_body("solo"))
     apps.wait_ready("solo")
     assert "solo" not in standby.log()
-    assert first.stop(signal.SIGTERM) == 0  # clean stop releases the lease
+    code = first.stop(signal.SIGTERM)
+    assert code == 0, f"operator exited {code} on SIGTERM:\n{first.log()[-4000:]}"  # clean stop releases the lease
     standby.wait_ready(timeout=30)
     running_operator["op"] = standby
     lease = client.CoordinationV1Api(api_client).read_namespaced_lease("mpcloud-operator", "mpcloud-system")
