@@ -15,12 +15,13 @@ def main() -> None:
 
 def _register() -> None:
     # Subcommands live beside the code they drive; each module exposes one click command or group.
-    from mpcloud_operator.commands import cluster, demo, keepalive, operator, prometheus, replay, traffic
+    from mpcloud_operator.commands import cluster, demo, keepalive, operator, prometheus, render, replay, traffic
 
     main.add_command(cluster.cluster)
     main.add_command(cluster.kubectl)
     main.add_command(demo.demo)
     main.add_command(operator.operator_group)
+    main.add_command(render.render)
     main.add_command(replay.replay)
     main.add_command(keepalive.keepalive)
     main.add_command(prometheus.prometheus)
