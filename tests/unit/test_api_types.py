@@ -103,3 +103,12 @@ def test_crd_carries_the_rules():
     run_as = spec_schema["properties"]["runAs"]
     assert run_as["default"] == {"user": 10001, "group": 10001}
     assert run_as["properties"]["user"]["minimum"] == 1 and run_as["properties"]["group"]["minimum"] == 1
+
+
+def test_pull_policy_follows_the_reference_unless_set():
+    tagged = MiniProgramAppSpec.model_validate(spec())
+    assert tagged.image_policy.pull_policy_for(tagged.image) == "Always"  # a tag can move
+    pinned = MiniProgramAppSpec.model_validate(spec(image="registry.example.com/a/b@sha256:" + "0" * 64))
+    assert pinned.image_policy.pull_policy_for(pinned.image) == "IfNotPresent"
+    local = MiniProgramAppSpec.model_validate(spec(imagePolicy={"pullPolicy": "Never"}))
+    assert local.image_policy.pull_policy_for(local.image) == "Never"

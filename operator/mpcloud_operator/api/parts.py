@@ -232,8 +232,18 @@ class ImagePolicy(APIModel):
     """Only accept an image pinned by digest (@sha256:...), so every pod runs exactly the reviewed bytes
     whatever happens to the tag."""
 
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """The containers' imagePullPolicy. Default: IfNotPresent for a digest-pinned image (its bytes cannot
+    change), Always for a tag, so that a moved tag is re-resolved at each start and a node's image cache never
+    serves one tenant's private image to a pod without the credentials to pull it."""
+
     def check(self, image: str) -> None:
         IMAGE_DIGEST_REQUIRED.check(not self.require_digest or "@" in image)
+
+    def pull_policy_for(self, image: str) -> str:
+        if self.pull_policy:
+            return self.pull_policy
+        return "IfNotPresent" if "@" in image else "Always"
 
 
 # ---------------------------------------------------------------- health checks, bindings

@@ -119,6 +119,7 @@ def _container(app: MiniProgramApp) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
+        "imagePullPolicy": spec.image_policy.pull_policy_for(spec.image),
         "ports": [{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol} for p in spec.ports],
         "resources": workload.container_resources(spec.resources),
         "securityContext": workload.restricted_container_security_context(),
