@@ -3,6 +3,7 @@
 FROM python:3.11-slim
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# .dockerignore keeps the dev environment (operator/mpcloud_operator/devenv), tests/ and bench/ out of the context.
 COPY operator ./operator
 COPY predictors ./predictors
 RUN pip install --no-cache-dir . && rm -rf /src

@@ -10,7 +10,7 @@ install:
 	$(PIP_INSTALL)
 
 binaries: install  ## build (once) and cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
-	$(PYTHON) -m mpcloud_operator.cluster.binaries
+	$(PYTHON) -m mpcloud_operator.devenv.cluster.binaries
 
 prometheus:  ## Debian's prometheus + promtool: the demo and the predictive-scaling tests run them
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -37,13 +37,13 @@ from kubernetes import client, config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mpcloud_operator import demo  # noqa: E402
-from mpcloud_operator.cluster import install, local  # noqa: E402
+from mpcloud_operator.devenv import demo  # noqa: E402
+from mpcloud_operator.devenv.cluster import install, local  # noqa: E402
+from mpcloud_operator.devenv.launcher import OperatorProcess  # noqa: E402
 from mpcloud_operator.kinds import paths  # noqa: E402
 from mpcloud_operator.kube.client import KubeClient  # noqa: E402
 from mpcloud_operator.miniprogramapp import resources  # noqa: E402
 from mpcloud_operator.miniprogramapp.model import MiniProgramApp  # noqa: E402
-from tests.integration.conftest import OperatorProcess  # noqa: E402
 
 GROUP, VERSION, PLURAL = "mpcloud.io", "v1alpha1", "miniprogramapps"
 THREADS = 8

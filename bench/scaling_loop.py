@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-from mpcloud_operator.scaling import promserver  # noqa: E402
+from mpcloud_operator.devenv import prometheus  # noqa: E402
 from mpcloud_operator.scaling.core import DEFAULT_QUERY, AppInput, Scaler, Settings  # noqa: E402
 from mpcloud_operator.scaling.promapi import PromClient  # noqa: E402
 
@@ -72,10 +72,10 @@ def bench(n: int, history: int, ticks: int) -> dict:
     t = time.perf_counter()
     om = base / "input.om"
     write_openmetrics(om, X, end)
-    promserver.backfill(om, base, restart=False)
+    prometheus.backfill(om, base, restart=False)
     om.unlink()
     backfill_s = time.perf_counter() - t
-    url = promserver.up(base, port=free_port(), scrape_interval="60s")
+    url = prometheus.up(base, port=free_port(), scrape_interval="60s")
     try:
         settings = Settings(tick_seconds=60, history_minutes=history - 60)
         scaler = Scaler(PromClient(url, timeout=600), settings)
@@ -102,7 +102,7 @@ def bench(n: int, history: int, ticks: int) -> dict:
                 "steady_tick_s_max": round(float(np.max(steady)), 3) if steady else None, "ticks": rows,
                 "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     finally:
-        promserver.down(base)
+        prometheus.down(base)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _start_cluster() -> tuple[Path, bool]:
-    from mpcloud_operator.cluster import local
+    from mpcloud_operator.devenv.cluster import local
 
     if os.environ.get("MPCLOUD_KUBECONFIG"):
         return Path(os.environ["MPCLOUD_KUBECONFIG"]), False
@@ -39,7 +39,7 @@ def kubeconfig() -> Path:
     os.environ["KUBECONFIG"] = str(path)
     yield path
     if started and not os.environ.get("MPCLOUD_KEEP_CLUSTER"):
-        from mpcloud_operator.cluster import local
+        from mpcloud_operator.devenv.cluster import local
 
         local.down(log=lambda m: None)
 

@@ -64,11 +64,11 @@ def condition(app: dict, type_: str) -> dict:
 
 def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage(
         api_client, namespace, operator_factory, monkeypatch, tmp_path):
-    from mpcloud_operator.scaling import promserver
-    from mpcloud_operator.scaling.traffic import start_replay
+    from mpcloud_operator.devenv import prometheus
+    from mpcloud_operator.devenv.traffic import start_replay
 
     base = tmp_path / "prometheus"
-    url = promserver.up(base, port=free_port(), scrape_interval="500ms")
+    url = prometheus.up(base, port=free_port(), scrape_interval="500ms")
     apps = Apps(api_client, namespace)
     deploy = client.AppsV1Api(api_client)
     server = None
@@ -123,13 +123,13 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
         wait_until(lambda: rp.position(time.time()) > RI + 12, timeout=90, interval=0.2)
         held = {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in ("pred", "reac")}
         assert min(held.values()) >= 10, (held, op.log()[-2000:])
-        promserver.down(base, kill=True)
+        prometheus.down(base, kill=True)
         # Under CPU load a late tick can briefly report InsufficientHistory first: wait for the outage itself.
         wait_until(lambda: (c := condition(apps.get("pred"), "ScalingDegraded")).get("status") == "True"
                    and c.get("reason") == "MetricsUnavailable", timeout=6 * TICK, what="ScalingDegraded=True")
         time.sleep(4 * TICK)
         assert {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in held} == held
-        promserver.up(base)
+        prometheus.up(base)
         seen: list[dict] = []
 
         def recovered() -> bool:
@@ -169,4 +169,4 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
     finally:
         if server is not None:
             server.stop()
-        promserver.down(base)
+        prometheus.down(base)

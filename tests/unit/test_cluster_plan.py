@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpcloud_operator.cluster import local
+from mpcloud_operator.devenv.cluster import local
 
 
 def test_node_plan_keeps_two_kata_and_one_plain():

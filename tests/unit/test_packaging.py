@@ -54,3 +54,28 @@ def test_api_toolkit_imports_no_kopf_or_kubernetes():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     count, _, bad = out.stdout.strip().partition(" ")
     assert int(count) >= 5 and bad == "", f"mpcloud_operator.api pulled in: {bad}"
+
+
+def test_operator_image_carries_no_dev_environment():
+    # .dockerignore keeps devenv/ out of the build context, so no image layer can hold it (a `RUN rm` after
+    # COPY would leave it in the COPY layer). The Dockerfile copies only what the operator runs.
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.lstrip().startswith("#")]
+    assert "operator/mpcloud_operator/devenv" in ignored
+    assert not any(line.startswith("!") and "devenv" in line for line in ignored)  # no re-include
+    copies = [line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith(("COPY", "ADD"))]
+    assert sorted(src for srcs in copies for src in srcs) == ["README.md", "operator", "predictors", "pyproject.toml"]
+    assert (ROOT / "operator" / "mpcloud_operator" / "devenv" / "__init__.py").exists()  # the ignored path is real
+
+
+def test_gobuild_modules_ship_as_package_data():
+    # `mpcloud cluster up` from an sdist/editable install builds from these files (importlib.resources).
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    pkg = ROOT / "operator" / "mpcloud_operator"
+    shipped = {p for pattern in data["mpcloud_operator"] for p in pkg.glob(pattern)}
+    for module in ("etcd", "kube", "kwok"):
+        for name in ("go.mod", "go.sum", "tools.go"):
+            assert pkg / "devenv" / "cluster" / "gobuild" / module / name in shipped

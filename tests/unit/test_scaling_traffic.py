@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcloud_operator.scaling.demo import chart
-from mpcloud_operator.scaling.promserver import config_text
-from mpcloud_operator.scaling.traffic import Replay, daily_ramp
+from mpcloud_operator.devenv.demo import chart
+from mpcloud_operator.devenv.prometheus import config_text
+from mpcloud_operator.devenv.traffic import Replay, daily_ramp
 
 
 def test_counter_rate_times_tick_is_requests_per_trace_minute():

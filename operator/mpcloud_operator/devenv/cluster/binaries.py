@@ -107,7 +107,7 @@ def ensure_binaries(log: Callable[[str], None] = print) -> dict[str, Path]:
 
 
 def _build(build: BuildSet, names: list[str], log: Callable[[str], None]) -> None:
-    src = resources.files("mpcloud_operator.cluster").joinpath("gobuild", build.module_dir)
+    src = resources.files("mpcloud_operator.devenv.cluster").joinpath("gobuild", build.module_dir)
     out = bin_dir(build)
     out.mkdir(parents=True, exist_ok=True)
     log(f"building {', '.join(names)} ({build.version}) from Go modules; the first build takes several minutes")
@@ -153,7 +153,7 @@ def _run_with_progress(cmd: list[str], cwd: Path, env: dict, log: Callable[[str]
     log(f"  {' '.join(names)}: {packages} packages, {time.monotonic() - started:.0f}s")
 
 
-def main() -> None:  # `python -m mpcloud_operator.cluster.binaries` (used by .ci/run)
+def main() -> None:  # `python -m mpcloud_operator.devenv.cluster.binaries` (used by .ci/run)
     paths = ensure_binaries(lambda m: print(m, file=sys.stderr, flush=True))
     for name, path in paths.items():
         print(f"{name}\t{path}")

@@ -1,5 +1,7 @@
 """Replay a request trace as Prometheus metrics, with its past backfilled, for local runs and tests.
 
+Exists to give the scaling loop realistic demand without real apps serving real requests.
+
 Time compression: one trace minute lasts `tick_seconds` of wall time (60 / speedup), the same minute
 the scaling loop uses (run the operator with MPCLOUD_SCALING_TICK_SECONDS equal to it). Trace minute
 `start + k` is played during the wall interval [t0 + k * tick, t0 + (k + 1) * tick), t0 on a tick
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcloud_operator.scaling import promserver
+from mpcloud_operator.devenv import prometheus
 
 
 @dataclass
@@ -118,11 +120,11 @@ class ReplayServer:
 
     def start(self) -> ReplayServer:
         self.thread.start()
-        promserver.add_target(self.target, f"127.0.0.1:{self.port}", {"source": "traffic-replay"}, self.base)
+        prometheus.add_target(self.target, f"127.0.0.1:{self.port}", {"source": "traffic-replay"}, self.base)
         return self
 
     def stop(self) -> None:
-        promserver.remove_target(self.target, self.base)
+        prometheus.remove_target(self.target, self.base)
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -136,7 +138,7 @@ def start_replay(counts: np.ndarray, apps: list[tuple[str, str]], tick_seconds: 
     start = history if start is None else start
     replay = Replay(counts, apps, tick_seconds, start)
     if backfill and history > 0:
-        promserver.backfill(replay.openmetrics(history, time.time(), samples_per_minute), base)
+        prometheus.backfill(replay.openmetrics(history, time.time(), samples_per_minute), base)
     return ReplayServer(replay, base=base, target=f"traffic-{apps[0][0]}-{apps[0][1]}").start()
 
 

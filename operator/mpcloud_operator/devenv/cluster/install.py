@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-from mpcloud_operator.cluster import binaries
+from mpcloud_operator.devenv.cluster import binaries
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 SA_NAMESPACE, SA_NAME = "mpcloud-system", "mpcloud-operator"
 
 

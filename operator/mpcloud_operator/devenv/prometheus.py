@@ -1,5 +1,7 @@
 """A local Prometheus for development, tests and the demo: Debian's `prometheus` binary run by us.
 
+Exists because the scaling loop reads history from a Prometheus; in a cluster that is the user's own.
+
 State lives in `$MPCLOUD_HOME/prometheus` (or any `base` directory a test passes): `prometheus.yml`,
 `data/` (the TSDB), `targets/*.json` (file_sd: one file per scraped process, written by whoever starts
 that process), `prometheus.pid`, `prometheus.log`, `port`. It listens on 127.0.0.1 only.
@@ -21,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mpcloud_operator.waiting import NotReady, wait_http_ready
+from mpcloud_operator.devenv.waiting import NotReady, wait_http_ready
 
 DEFAULT_PORT = 9090
 

@@ -1,4 +1,7 @@
-"""Wait for a child process's HTTP readiness endpoint (the operator's /readyz, Prometheus's /-/ready)."""
+"""Wait for a child process's HTTP readiness endpoint (the operator's /readyz, Prometheus's /-/ready).
+
+Shared by the launcher and the local Prometheus, which both start processes and must not return early.
+"""
 
 from __future__ import annotations
 

@@ -24,13 +24,13 @@ from typing import Callable
 
 import yaml
 
-from mpcloud_operator.cluster import binaries
+from mpcloud_operator.devenv.cluster import binaries
 
 CLUSTER_NAME = "mpcloud"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.128.0.1/16"
 KATA_LABEL = "katacontainers.io/kata-runtime"
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 class ClusterError(RuntimeError):

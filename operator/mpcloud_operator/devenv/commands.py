@@ -1,0 +1,166 @@
+"""The dev-environment commands of the `mpcloud` CLI: cluster, kubectl, demo, prometheus, traffic.
+
+They live here, not in `mpcloud_operator.commands`, so that the operator image (which has no devenv
+package) has none of them; `mpcloud_operator.cli` loads this module only when one of them is invoked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from mpcloud_operator.devenv import prometheus as local_prometheus
+from mpcloud_operator.devenv.cluster import binaries, local
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group()
+def cluster() -> None:
+    """Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on 127.0.0.1."""
+
+
+@cluster.command()
+@click.option("--nodes", default=3, show_default=True, help="Simulated nodes (a third plain, the rest kata-capable).")
+@click.option("--port", type=int, default=None, help="API server port (default: a free one).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each readiness step.")
+def up(nodes: int, port: int | None, timeout: float) -> None:
+    """Build (once, cached) and start the cluster; idempotent."""
+    try:
+        path = local.up(nodes=nodes, port=port, log=_log, timeout=timeout)
+    except (local.ClusterError, binaries.BuildError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"export KUBECONFIG={path}")
+
+
+@cluster.command()
+def down() -> None:
+    """Stop every process of the cluster and remove its state."""
+    local.down(log=_log)
+
+
+@cluster.command()
+def status() -> None:
+    """Show each component's state."""
+    rows = local.status()
+    width = max(len(r[0]) for r in rows)
+    for name, state, detail in rows:
+        click.echo(f"{name:<{width}}  {state:<10}  {detail}")
+    if rows[0][1] == "absent":
+        sys.exit(1)
+
+
+@cluster.command()
+def kubeconfig() -> None:
+    """Print the path of the cluster's kubeconfig (use: export KUBECONFIG=$(mpcloud cluster kubeconfig))."""
+    if not local.kubeconfig_path().exists():
+        raise click.ClickException("no local cluster: run `mpcloud cluster up`")
+    click.echo(local.kubeconfig_path())
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kubectl(args: tuple[str, ...]) -> None:
+    """Run the pinned kubectl against the local cluster."""
+    exe = binaries.binary_path("kubectl")
+    if not exe.exists():
+        raise click.ClickException("kubectl is not built yet: run `mpcloud cluster up`")
+    os.execv(str(exe), [str(exe), "--kubeconfig", str(local.kubeconfig_path()), *args])
+
+
+@click.command()
+@click.option("--stop", is_flag=True, help="Stop the demo's operator and the local cluster.")
+def demo(stop: bool) -> None:
+    """Local cluster + mpcloud + example apps, then show the result."""
+    from mpcloud_operator.devenv import demo as demo_run
+
+    try:
+        demo_run.stop(_log) if stop else demo_run.run(_log, click.echo)
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback for users
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group("prometheus")
+def prometheus() -> None:
+    """Local Prometheus for the scaling loop: state in $MPCLOUD_HOME/prometheus."""
+
+
+@prometheus.command("up")
+@click.option("--port", type=int, default=local_prometheus.DEFAULT_PORT, show_default=True)
+@click.option("--scrape-interval", default="15s", show_default=True,
+              help="e.g. 500ms with time-compressed traffic replays (a quarter of the scaler tick)")
+@click.option("--operator-metrics", default=None, help="host:port of the operator's /metrics to scrape")
+def prometheus_up(port: int, scrape_interval: str, operator_metrics: str | None) -> None:
+    """Start Prometheus (idempotent) and print its URL."""
+    try:
+        url = local_prometheus.up(port=port, scrape_interval=scrape_interval)
+    except local_prometheus.PrometheusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if operator_metrics:
+        local_prometheus.add_target("operator", operator_metrics, {"source": "mpcloud-operator"})
+    click.echo(f"export MPCLOUD_PROMETHEUS_URL={url}")
+
+
+@prometheus.command("down")
+def prometheus_down() -> None:
+    """Stop Prometheus (its data stays)."""
+    click.echo("stopped" if local_prometheus.down() else "not running")
+
+
+@prometheus.command("status")
+def prometheus_status() -> None:
+    """Show whether it runs, its URL and scrape targets."""
+    click.echo(json.dumps(local_prometheus.status(), indent=2))
+
+
+@click.group("traffic")
+def traffic() -> None:
+    """Synthetic load for local runs of the scaling loop."""
+
+
+@traffic.command("replay")
+@click.option("--trace", "trace_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--series", default=None, help="series id (default: the file's first)")
+@click.option("--app", "apps", required=True, multiple=True, help="NAMESPACE/NAME the traffic belongs to (repeatable)")
+@click.option("--speedup", type=float, default=1.0, show_default=True,
+              help="trace minutes per wall minute; run the operator with MPCLOUD_SCALING_TICK_SECONDS=60/speedup")
+@click.option("--start", type=int, default=None, help="trace minute (from the trace's start) played now "
+              "(default: right after the backfilled history)")
+@click.option("--history", type=int, default=3 * 1440, show_default=True, help="trace minutes to backfill")
+@click.option("--no-backfill", is_flag=True)
+def traffic_replay(trace_path, series, apps, speedup, start, history, no_backfill) -> None:
+    """Backfill the trace's past into the local Prometheus, then replay it from --start (Ctrl-C stops)."""
+    from predictors.traces import load_trace
+    from mpcloud_operator.devenv.traffic import start_replay
+
+    pairs = []
+    for a in apps:
+        if "/" not in a:
+            raise click.BadParameter(f"expected NAMESPACE/NAME, got {a!r}")
+        pairs.append(tuple(a.split("/", 1)))
+    s = next(iter(load_trace(trace_path, series).values()))
+    tick = 60.0 / speedup
+    if not local_prometheus.is_running():
+        raise click.ClickException("Prometheus is not running: `mpcloud prometheus up` first")
+    server = start_replay(s.counts, pairs, tick, start, history, backfill=not no_backfill)
+    r = server.replay
+    click.echo(f"replaying {s.series_id} from trace minute {r.start} on 127.0.0.1:{server.port}/metrics "
+               f"(1 trace minute = {tick:g} s; operator: MPCLOUD_SCALING_TICK_SECONDS={tick:g})")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(tick):
+            now = time.time()
+            click.echo(f"trace minute {r.position(now):9.1f}  demand {r.demand(now):10.1f}/min")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
