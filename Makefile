@@ -4,7 +4,7 @@ PIP_INSTALL = $(PYTHON) -m pip install -q -e '.[test]'
 MPCLOUD = $(PYTHON) -m mpcloud_operator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install binaries prometheus cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench
+.PHONY: install binaries prometheus cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
 
 install:
 	$(PIP_INSTALL)
@@ -46,3 +46,15 @@ crds-check: install
 bench: install
 	$(PYTHON) bench/scaling.py
 	$(PYTHON) bench/keepalive.py
+
+CHECKOV_VENV = .venv-checkov
+CHECKOV_VERSION = 3.3.30
+SCAN_DIR = build/security-scan
+
+security-scan: install  ## checkov's Kubernetes checks on manifests/ and on what the builders render for examples/
+	@[ -x $(CHECKOV_VENV)/bin/checkov ] || { $(PYTHON) -m venv $(CHECKOV_VENV) && \
+		$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION); }
+	rm -rf $(SCAN_DIR) && mkdir -p $(SCAN_DIR)
+	cp manifests/*.yaml $(SCAN_DIR)/
+	$(MPCLOUD) render -n demo examples/app-simple.yaml examples/app-promotion.yaml > $(SCAN_DIR)/rendered-examples.yaml
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -d $(SCAN_DIR)
