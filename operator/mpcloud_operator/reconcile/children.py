@@ -52,4 +52,4 @@ def on_child_event(runtime: Runtime, event_type: str, obj: dict[str, Any]) -> No
         return  # the owner is gone (or going): the garbage collector takes the child
     if drifted:
         log.info("%s %s/%s changed outside mpcloud (%s): re-applying", key[0], key[1], key[2], event_type)
-    runtime.queue.add(owner_key, FULL if drifted else STATUS)
+    runtime.queue.add(owner_key, FULL if drifted else STATUS, front=True)

@@ -5,6 +5,10 @@ Watch events only *name* work: a key (kind, namespace, name) and how much is nee
 never processed by two workers at once (an event during processing re-queues it after), and a failed key
 comes back after an exponential backoff. So a burst of events for one object costs one reconcile, and the
 number of objects in flight is bounded by the worker count, not by the number of objects.
+
+Work on objects that already exist goes to the front (`front=True`): a child changed by hand, or a child's
+status that moved, is repaired or reported before the next of a thousand new objects is started — so drift is
+repaired in seconds even during a burst, and started objects finish (become Ready) before new ones begin.
 """
 
 from __future__ import annotations
@@ -31,16 +35,27 @@ class WorkQueue:
         self._failures: dict[Hashable, int] = {}
         self.base_delay, self.max_delay = base_delay, max_delay
         self._closed = False
+        self._urgent: set[Hashable] = set()  # re-queued while processing, to go to the front
 
-    def add(self, key: Hashable, need: int = FULL) -> None:
+    def add(self, key: Hashable, need: int = FULL, front: bool = False) -> None:
         with self._cond:
             if self._closed:
                 return
             queued = key in self._need
             self._need[key] = max(need, self._need.get(key, 0))
-            if not queued and key not in self._processing:
-                self._order.append(key)
+            if key in self._processing:
+                if front:
+                    self._urgent.add(key)
+                return  # done() re-queues it
+            if not queued:
+                self._order.appendleft(key) if front else self._order.append(key)
                 self._cond.notify()
+            elif front and self._order and self._order[0] != key:
+                try:
+                    self._order.remove(key)  # O(n), but only for the rare urgent key already waiting
+                except ValueError:  # queued only as delayed: not in the order yet
+                    pass
+                self._order.appendleft(key)
 
     def add_after(self, key: Hashable, delay: float, need: int = FULL) -> None:
         if delay <= 0:
@@ -92,8 +107,12 @@ class WorkQueue:
         with self._cond:
             self._processing.discard(key)
             if key in self._need:  # events arrived while it was being processed
-                self._order.append(key)
+                if key in self._urgent:
+                    self._order.appendleft(key)
+                else:
+                    self._order.append(key)
                 self._cond.notify()
+            self._urgent.discard(key)
 
     def _promote_due(self) -> None:
         now = time.monotonic()

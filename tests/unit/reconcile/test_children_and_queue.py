@@ -81,6 +81,25 @@ def test_queue_dedupes_and_keeps_the_larger_need() -> None:
     assert q.get(timeout=0) is None
 
 
+def test_queue_puts_work_on_existing_objects_first() -> None:
+    q = WorkQueue()
+    for key in ("new-1", "new-2", "new-3", "drifted"):
+        q.add(key)
+    q.add("drifted", FULL, front=True)  # already waiting: moves to the front
+    q.add("status", STATUS, front=True)
+    assert [q.get(timeout=0)[0] for _ in range(5)] == ["status", "drifted", "new-1", "new-2", "new-3"]
+
+
+def test_queue_requeues_an_urgent_key_in_processing_at_the_front() -> None:
+    q = WorkQueue()
+    q.add("busy")
+    assert q.get(timeout=0) == ("busy", FULL)
+    q.add("new")
+    q.add("busy", FULL, front=True)  # drift while it is being reconciled
+    q.done("busy")
+    assert q.get(timeout=0)[0] == "busy" and q.get(timeout=0)[0] == "new"
+
+
 def test_queue_never_hands_one_key_to_two_workers() -> None:
     q = WorkQueue()
     q.add("a")
