@@ -8,11 +8,15 @@ Side by side in one run (same cluster, same machine):
           MiniProgramApps created by 8 client threads; done when every app reports Ready for its generation.
 Reported: total time, apps/s, p50/p95 time-to-Ready (per app: Ready seen − create returned), API requests per
 app made by the operator (API server's APF counter for the `service-accounts` flow schema, which only the
-operator uses here), operator peak RSS (VmHWM), and the ratio mpcloud / raw. Extra kwok nodes are added so every
+operator uses here, and the operator's own per-call counter), operator peak RSS (VmHWM) and CPU, and the ratio
+mpcloud / raw. Then, with all N apps Ready: the operator's writes during an idle window (--idle-seconds; 300 s
+spans a relist of every watch, kopf's server timeout being 270 s), the time to repair a hand edit of one
+Deployment while idle, and the same during a burst of --burst new apps. Extra kwok nodes are added so every
 pod fits. Services accumulate across phases (ClusterIP allocation slows with their number): the table says how
 many existed.
 
     python bench/reconcile.py [--apps 1000] [--replicas 1] [--skip-raw] [--reuse-cluster]
+                              [--idle-seconds 30] [--burst 1000]
 
 By default it brings up a fresh local cluster of its own (a temporary MPCLOUD_HOME) and removes it at the end,
 so earlier runs' objects (and their deletion) cannot skew the numbers; --reuse-cluster uses $MPCLOUD_HOME's.
@@ -109,6 +113,50 @@ def wait_all(fn, n: int, timeout: float) -> dict[str, float]:
     return seen
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def operator_writes(op: OperatorProcess) -> float:
+    return sum(v for k, v in operator_requests(op.metrics()).items() if k.split()[0] in WRITE_METHODS)
+
+
+def drift_repair_s(api: client.ApiClient, ns: str, name: str, timeout: float = 120) -> float:
+    """Change one Deployment's image by hand (another field manager) and time until the operator restores it."""
+    apps_api = client.AppsV1Api(api)
+    want = apps_api.read_namespaced_deployment(name, ns).spec.template.spec.containers[0].image
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": resources.CONTAINER,
+                                                             "image": f"drifted.example/{uuid.uuid4().hex[:6]}:1"}]}}}}
+    start = time.monotonic()
+    apps_api.patch_namespaced_deployment(name, ns, patch, field_manager="bench-drift")
+    while time.monotonic() - start < timeout:
+        if apps_api.read_namespaced_deployment(name, ns).spec.template.spec.containers[0].image == want:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise RuntimeError(f"drift on {ns}/{name} not repaired after {timeout}s")
+
+
+def steady_state(api: client.ApiClient, ns: str, n: int, replicas: int, op: OperatorProcess, idle_s: float,
+                 burst: int) -> dict:
+    """With all n apps Ready: writes while idle, drift repair while idle and during a burst of new apps."""
+    custom = client.CustomObjectsApi(api)
+    before = operator_writes(op)
+    time.sleep(idle_s)
+    idle_writes = operator_writes(op) - before
+    idle_repairs = [drift_repair_s(api, ns, f"app-{i}") for i in (0, n // 2, n - 1)]
+    out = {"idle_seconds": idle_s, "idle_writes": idle_writes, "drift_repair_idle_s": idle_repairs}
+    if burst:
+        def create(i: int) -> None:
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, app_body(f"burst-{i}", replicas))
+        with ThreadPoolExecutor(THREADS) as pool:
+            futures = [pool.submit(create, i) for i in range(burst)]
+            time.sleep(3)  # the burst is in full flow: its apps fill the work queue
+            out["drift_repair_burst_s"] = [drift_repair_s(api, ns, f"app-{i}") for i in (1, n // 3)]
+            out["burst_created_before_repair"] = sum(f.done() for f in futures)
+            for f in futures:
+                f.result()
+    return out
+
+
 def run_raw(api: client.ApiClient, ns: str, n: int, replicas: int) -> dict:
     apps_api = client.AppsV1Api(api)
     objs = []
@@ -182,6 +230,8 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=1, help="replicas per app (0: no pods, for RSS at 10,000 CRs)")
     ap.add_argument("--skip-raw", action="store_true")
     ap.add_argument("--reuse-cluster", action="store_true")
+    ap.add_argument("--idle-seconds", type=float, default=30, help="idle window for counting writes (300: a relist)")
+    ap.add_argument("--burst", type=int, default=None, help="new apps during the drift test (default min(1000, apps))")
     args = ap.parse_args()
     if args.reuse_cluster:
         return run(args)
@@ -218,6 +268,9 @@ def run(args: argparse.Namespace) -> None:
         try:
             print(f"mpcloud: creating {args.apps} MiniProgramApps …", file=sys.stderr)
             results["mpcloud"] = run_operator(api, ns, args.apps, args.replicas, op)
+            burst = min(1000, args.apps) if args.burst is None else args.burst
+            print(f"steady state: idle {args.idle_seconds:.0f}s, drift repairs, burst of {burst} …", file=sys.stderr)
+            results["steady"] = steady_state(api, ns, args.apps, args.replicas, op, args.idle_seconds, burst)
         finally:
             op.stop()
     services_after = len(core.list_service_for_all_namespaces().items)
@@ -231,6 +284,13 @@ def run(args: argparse.Namespace) -> None:
               f"{r.get('operator_peak_rss_mb', float('nan')):>13.0f}")
     calls = results["mpcloud"]["requests_per_app_by_call"]
     print("operator requests per app: " + ", ".join(f"{k} {v:.2f}" for k, v in calls.items()))
+    st = results["steady"]
+    print(f"idle {st['idle_seconds']:.0f}s: {st['idle_writes']:.0f} operator writes; drift repaired in "
+          f"{', '.join(f'{x:.2f}' for x in st['drift_repair_idle_s'])} s idle (target ≤ 2 s)"
+          + (f", {', '.join(f'{x:.2f}' for x in st['drift_repair_burst_s'])} s during the burst (target ≤ 10 s)"
+             if "drift_repair_burst_s" in st else ""))
+    m = results["mpcloud"]
+    print(f"operator CPU {m['operator_cpu_s']:.1f} s, RSS {m['operator_rss_mb']:.0f} MB, CR creates {m['create_s']:.1f} s")
     if "raw" in results:
         results["ratio_mpcloud_to_raw"] = results["mpcloud"]["total_s"] / results["raw"]["total_s"]
         print(f"mpcloud / raw-write bound: {results['ratio_mpcloud_to_raw']:.2f}× (target ≤ 1.5×)")
