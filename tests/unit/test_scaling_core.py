@@ -268,7 +268,8 @@ def test_failing_history_load_scales_reactively_and_says_why():
     a = app("x")
     prom = FakeProm([a.key])
     prom.fail_longer_than = 4  # the recent minutes answer, the history load times out
-    o = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=120)).tick([a], (RAMP + 10) * TICK)[0]
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=120))
+    o = s.tick([a], (RAMP + 10) * TICK)[0]
     assert o.degraded[1] == "InsufficientHistory" and "loading history failed: connection refused" in o.degraded[2]
     assert o.reason == "reactive" and o.replicas == 12
 
