@@ -6,8 +6,11 @@ R - 12 .. R + 40 for three apps at once:
 - `pred` (mode predictive) must be scaled up at least D (= startup delay, 2) minutes before the ramp;
 - `reac` (mode scheduled without events: the loop's reactive path) scales only once the load is seen;
 - `promo` (mode scheduled, a declared 5x event at R - 2) is pre-scaled before the event starts.
-Mid-plateau Prometheus is SIGKILLed: replicas stay, ScalingDegraded=True; it restarts and the condition
-clears; after the ramp both apps scale in.
+The apps exist before the history is backfilled (their first load finds nothing): `pred` must still
+forecast from the backfilled days before the ramp. Mid-plateau Prometheus is SIGKILLed: replicas stay,
+ScalingDegraded=True (MetricsUnavailable); it restarts and the condition clears without passing through
+InsufficientHistory (the scaler keeps its history through the outage); after the ramp both apps scale in.
+Every wait is on an observable state (conditions, replicas, the operator's tick counter, the trace clock).
 """
 
 from __future__ import annotations
@@ -62,6 +65,31 @@ def condition(app: dict, type_: str) -> dict:
     return next((c for c in (app.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
 
 
+def ticks(op) -> int:
+    """Scaling ticks the operator has run (its tick histogram's count)."""
+    line = next(ln for ln in op.metrics().splitlines() if ln.startswith("mpcloud_scaling_tick_seconds_count"))
+    return int(float(line.split()[-1]))
+
+
+def wait_degraded(apps, op, name: str, ok, timeout: float, what: str) -> list[dict]:
+    """Poll the app's ScalingDegraded condition until ok(condition); returns every distinct one seen.
+    On timeout the failure names what was awaited, the conditions seen and the operator's log."""
+    seen: list[dict] = []
+
+    def check() -> bool:
+        c = condition(apps.get(name), "ScalingDegraded")
+        c = {k: c.get(k) for k in ("status", "reason", "message")}
+        if not seen or seen[-1] != c:
+            seen.append(c)
+        return ok(c)
+
+    try:
+        wait_until(check, timeout=timeout, interval=0.2, what=f"{name}: {what}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; conditions seen: {seen}; operator log: {op.log()[-3000:]}") from exc
+    return seen
+
+
 def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage(
         api_client, namespace, operator_factory, monkeypatch, tmp_path):
     from mpcloud_operator.devenv import prometheus
@@ -90,6 +118,10 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
         server = start_replay(daily_trace(), [(namespace, "pred"), (namespace, "reac"), (namespace, "promo")],
                               tick_seconds=TICK, start=start, history=3 * 1440, base=base)
         rp = server.replay
+        # Loaded before the backfill existed: the scaler must pick the backfilled days up on its own.
+        wait_degraded(apps, op, "pred", lambda c: c["status"] == "False",
+                      timeout=max(1.0, rp.wall(RI - D - 2) - time.time()),
+                      what="forecasting from the backfilled history before the ramp")
         ev_start, ev_end = rp.wall(start + 10), rp.wall(start + 11)  # trace minutes R - 2 .. R - 1
         apps.create(app_body("promo", replicas={"min": 1, "max": 20}, scaling=scaling(
             "scheduled", events=[{"name": "promo", "start": iso(ev_start), "end": iso(ev_end),
@@ -124,26 +156,24 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
         held = {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in ("pred", "reac")}
         assert min(held.values()) >= 10, (held, op.log()[-2000:])
         prometheus.down(base, kill=True)
-        # Under CPU load a late tick can briefly report InsufficientHistory first: wait for the outage itself.
-        wait_until(lambda: (c := condition(apps.get("pred"), "ScalingDegraded")).get("status") == "True"
-                   and c.get("reason") == "MetricsUnavailable", timeout=6 * TICK, what="ScalingDegraded=True")
-        time.sleep(4 * TICK)
-        assert {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in held} == held
+        outage = wait_degraded(apps, op, "pred", lambda c: c["status"] == "True", timeout=6 * TICK,
+                               what="ScalingDegraded=True once Prometheus is down")
+        assert outage[-1]["reason"] == "MetricsUnavailable", outage
+        # Replicas hold through the outage: checked on every poll over 4 ticks of the operator.
+        first_tick = ticks(op)
+
+        def held_for_4_ticks() -> bool:
+            now = {n: deploy.read_namespaced_deployment(n, namespace).spec.replicas for n in held}
+            assert now == held, (now, held)
+            return ticks(op) >= first_tick + 4
+
+        wait_until(held_for_4_ticks, timeout=12 * TICK, interval=0.2, what="4 scaling ticks during the outage")
         prometheus.up(base)
-        seen: list[dict] = []
-
-        def recovered() -> bool:
-            c = condition(apps.get("pred"), "ScalingDegraded")
-            if not seen or seen[-1] != c:
-                seen.append(c)
-            return c.get("status") == "False"
-
-        try:
-            # Prometheus replays its WAL after the SIGKILL and needs two scrapes for a rate: on a loaded
-            # machine that took more than 8 ticks once; recovery (not its speed) is what is checked here.
-            wait_until(recovered, timeout=15 * TICK, what="ScalingDegraded=False after Prometheus returned")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; conditions seen: {seen}; operator log: {op.log()[-3000:]}") from exc
+        # After its restart Prometheus replays its WAL and needs two scrapes for a rate (NoData meanwhile);
+        # the scaler kept its history, so it never falls back to InsufficientHistory.
+        seen = wait_degraded(apps, op, "pred", lambda c: c["status"] == "False", timeout=15 * TICK,
+                             what="ScalingDegraded=False after Prometheus returned")
+        assert not [c for c in seen if c["reason"] == "InsufficientHistory"], seen
 
         # Scale in after the ramp (3-minute down stabilization).
         wait_until(lambda: rp.position(time.time()) > RI + 40, timeout=120, interval=0.5)

@@ -23,23 +23,32 @@ def load(minute: int) -> float:
 
 
 class FakeProm:
-    """Serves `load` for every app it knows, per query; can fail or go silent."""
+    """Serves `load` (+ `offset`) for every app it knows, per query; can fail, go silent, or answer only
+    the minutes from `since` on (a restarted Prometheus: the older minutes are not in its answers)."""
 
     def __init__(self, keys):
         self.keys = list(keys)
         self.fail: set[str] = set()
+        self.fail_longer_than: int | None = None  # fail range queries of more steps than this
         self.silent_from: int | None = None
+        self.since: int | None = None
+        self.offset = 0.0
         self.calls: list[tuple[str, int]] = []
+        self.spans: list[tuple[int, int]] = []  # minutes [first, end) asked for
 
     def query_range(self, query, start, end, step):
         n = int(round((end - start) / step)) + 1
         self.calls.append((query, n))
-        if any(f in query for f in self.fail):
+        first = int(round(start / step)) - 1  # stamp s holds minute s - 1
+        self.spans.append((first, first + n))
+        if any(f in query for f in self.fail) or (self.fail_longer_than is not None and n > self.fail_longer_than):
             raise PromError("connection refused")
-        minutes = np.arange(n) + int(round(start / step)) - 1  # stamp s holds minute s - 1
-        row = np.array([load(int(m)) for m in minutes], dtype=np.float32)
+        minutes = np.arange(n) + first
+        row = np.array([load(int(m)) + self.offset for m in minutes], dtype=np.float32)
         if self.silent_from is not None:
             row[minutes >= self.silent_from] = np.nan
+        if self.since is not None:
+            row[minutes < self.since] = np.nan
         return [{"namespace": ns, "app": a} for ns, a in self.keys], np.tile(row, (len(self.keys), 1))
 
 
@@ -77,8 +86,13 @@ def test_predictive_rises_before_the_ramp_reactive_after():
     assert first_rise(tl["reac"]) >= day3 + RAMP + 1
     assert max(r for _, r, _ in tl["pred"]) == 12
     assert tl["pred"][-1][1] == 1 and tl["reac"][-1][1] == 1  # scaled in after
-    # one range query per tick for both apps (they share the default query), history loaded once
-    assert len([c for c in prom.calls if c[1] <= 4]) == len(range(day3 + RAMP - 10, day3 + RAMP + 40)) - 1
+    # one range query per tick for both apps (they share the default query), history loaded once:
+    # newest first, `refill_chunks` (2) chunks a tick, so the cold load takes 3 ticks of 3 days
+    ticks = len(range(day3 + RAMP - 10, day3 + RAMP + 40))
+    assert len([c for c in prom.calls if c[1] <= 4]) == ticks
+    chunks = [c[1] for c in prom.calls if c[1] > 4]
+    assert chunks[:5] == [720] * 5 and len(chunks) == 6
+    assert all(n <= 4 for _, n in prom.calls[9:])  # after the first 3 ticks: only the new minutes
 
 
 def test_prometheus_down_holds_replicas_and_flags_the_app():
@@ -148,13 +162,130 @@ def test_event_is_prescaled_before_its_start():
     assert rise <= start - 2 and dict((m, why) for m, _, why in tl["promo"])[rise] == "event"
 
 
+def known(s: Scaler, a: AppInput) -> int:
+    return int(np.isfinite(s.history.X[s.history.rows[a.key]]).sum())
+
+
+def test_prometheus_outage_and_restart_keep_history_and_refill_only_the_gaps():
+    """Prometheus answers -> fails -> answers only what it has since its restart -> has everything again
+    (restored): the window is kept throughout, the outage minutes come back, known minutes stay."""
+    a = app("x")
+    prom = FakeProm([a.key])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=120, refill_minutes=5))
+    M, m0 = 1440, 5000
+
+    def tick(m):
+        o = s.tick([a], m * TICK + 1)[0]
+        a.current = o.replicas
+        return o
+
+    for m in range(m0, m0 + 3):  # answers
+        o = tick(m)
+        assert o.degraded == core.OK and o.summary is not None, o.degraded
+    assert known(s, a) == M
+    h, row = s.history, s.history.rows[a.key]
+    before = dict(zip(range(m0 + 2 - M, m0 + 2), h.X[row].tolist()))  # minute -> value
+
+    def value(minute):
+        return float(h.X[row, h.col(minute)])
+
+    a.current = 7
+    prom.fail = {"mpcloud_app_requests_total"}
+    for m in range(m0 + 3, m0 + 8):  # fails: hold, flag, keep every known minute
+        o = tick(m)
+        assert (o.replicas, o.degraded[:2]) == (7, ("True", "MetricsUnavailable")), o
+        assert known(s, a) == M - (m - (m0 + 2))  # only the minutes since the last answer are unknown
+
+    prom.fail, prom.since, prom.offset = set(), m0 + 7, 10000.0  # restarted: answers only from its restart on
+    outage = range(m0 + 2, m0 + 7)
+    for m in range(m0 + 8, m0 + 11):  # answers truncated
+        o = tick(m)
+        assert o.degraded == core.OK, o.degraded  # never InsufficientHistory: the known minutes count
+        x = s.history.X[s.history.rows[a.key]]
+        assert known(s, a) == M - len(outage)
+        assert np.isnan(x[s.history.col(outage[0]) : s.history.col(outage[-1]) + 1]).all()
+    # the first answer after the failure asked for the gaps at once (they were not there yet)
+    assert any(lo <= outage[0] and hi > outage[-1] for lo, hi in prom.spans[-6:])
+    # known minutes were not replaced: the old minutes still hold the values of before the outage
+    assert all(value(k) == v for k, v in before.items() if k >= m0 + 11 - M)
+
+    prom.since = None  # restored: the outage minutes are there again
+    for m in range(m0 + 11, m0 + 11 + 2 * 5 + 1):  # recovers: the periodic refill finds them
+        o = tick(m)
+        assert o.degraded == core.OK, o.degraded
+    assert known(s, a) == M
+    x = h.X[h.rows[a.key]]
+    assert all(value(k) >= 10000 for k in outage)  # the gaps: refilled
+    assert all(value(k) == v for k, v in before.items() if k >= m0 + 22 - M)  # the known minutes: untouched
+
+
+def test_history_that_appears_after_the_first_load_is_loaded():
+    """The app is loaded before its metrics exist (not scraped yet); then Prometheus gets days of
+    backfilled history and the live series: the whole past is loaded on the tick the series appears."""
+    a = app("x")
+    prom = FakeProm([])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=120, refill_minutes=60))
+    for m in range(5000, 5003):
+        o = s.tick([a], m * TICK + 1)[0]
+        assert o.degraded[1] == "NoData"
+    prom.keys = [a.key]
+    o = s.tick([a], 5003 * TICK + 1)[0]
+    assert o.degraded == core.OK and o.summary is not None, o.degraded
+    assert known(s, a) == 1440
+
+
+def test_backfill_under_a_live_series_is_found_by_the_periodic_refill():
+    a = app("x")
+    prom = FakeProm([a.key])
+    prom.since = 4990  # only live data
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=120, refill_minutes=4))
+    for m in range(5000, 5030):
+        o = s.tick([a], m * TICK + 1)[0]
+        assert o.degraded[1] == "InsufficientHistory" and o.degraded[2].startswith(f"{m - 4990} of 120 minutes")
+    # nothing new: the retries back off (4, 8, 16 .. minutes), they do not ask every tick
+    refills = [span for span in prom.spans if span[1] - span[0] > 4]
+    assert len(refills) <= 2 * 4, refills
+    prom.since = None  # backfilled, no outage, nothing else tells the scaler
+    outs = [s.tick([a], m * TICK + 1)[0] for m in range(5030, 5030 + 32)]
+    assert outs[-1].degraded == core.OK and known(s, a) == 1440
+
+
+def test_cold_load_is_spread_over_ticks_newest_first_and_the_period_follows():
+    a = app("x")
+    prom = FakeProm([a.key])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=3 * 1440, min_history=120))
+    m0 = 3 * 1440 + 100
+    o = s.tick([a], m0 * TICK + 1)[0]
+    assert len(prom.calls) == 1 + 2 and known(s, a) == 3 + 2 * 720  # recent minutes + the 2 newest chunks
+    assert o.degraded == core.OK and o.summary is not None  # forecasting from the first tick
+    s.tick([a], (m0 + 1) * TICK + 1)
+    s.tick([a], (m0 + 2) * TICK + 1)
+    assert known(s, a) == 3 * 1440
+    assert s.states[a.uid].period == 1440  # detected again once all three days were there
+
+
+def test_failing_history_load_scales_reactively_and_says_why():
+    a = app("x")
+    prom = FakeProm([a.key])
+    prom.fail_longer_than = 4  # the recent minutes answer, the history load times out
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=120))
+    o = s.tick([a], (RAMP + 10) * TICK)[0]
+    assert o.degraded[1] == "InsufficientHistory" and "loading history failed: connection refused" in o.degraded[2]
+    assert o.reason == "reactive" and o.replicas == 12
+
+
 def test_history_shift_and_put():
     h = History(5)
     h.row(("a", "b"))
     h.advance(10)
-    h.put(("a", "b"), 5, np.arange(5, dtype=np.float32))
+    assert h.put(("a", "b"), 5, np.arange(5, dtype=np.float32)) == 5
     h.advance(12)
     assert np.isnan(h.X[0, -2:]).all() and list(h.X[0, :3]) == [2, 3, 4]
+    # a short answer (NaN) never erases; a refill (fill_only) writes only into missing minutes
+    assert h.put(("a", "b"), 7, np.array([np.nan, 9, 9, 9, 9], dtype=np.float32), fill_only=True) == 2
+    assert list(h.X[0]) == [2, 3, 4, 9, 9]
+    assert h.put(("a", "b"), 7, np.array([np.nan, 8, 8, np.nan, np.nan], dtype=np.float32)) == 0
+    assert list(h.X[0]) == [2, 8, 8, 9, 9]
 
 
 def test_from_body_maps_spec_and_skips_reactive():

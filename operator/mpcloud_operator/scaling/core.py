@@ -11,11 +11,19 @@ plays one trace minute per tick and backfills its history on the same compressed
 PromQL's `{window}` / `{minute}` placeholders are rendered from the tick, so a rate per second times
 `{minute}` is requests per (trace) minute. At the default tick the query is the usual `rate(..[2m]) * 60`.
 
-Per tick: one range query per distinct PromQL (all apps using the default query share one), only for
-the minutes not fetched yet (the full history once per new app); a rolling float32 matrix keeps the
+Per tick: one range query per distinct PromQL (all apps using the default query share one) for the
+minutes since the last tick (plus `overlap`, for late scrapes); a rolling float32 matrix keeps the
 history; `predictors.batch.forecast_batch` forecasts every predictive app at once; a stateful
 `predictors.policy.ReplicaPolicy` per app takes max(forecast, reactive, event, panic, bounds) with
 stabilisation and step limits.
+
+History is what is known, not what was asked for. A minute is known once an answer had a sample for it;
+a failed query or a short answer (Prometheus restarting, replaying its WAL, backfilled later) never
+removes a known minute, and the minutes still missing are asked again ("refill", at most
+`refill_chunks` range queries per group and tick, newest first, so a cold start does not block a tick):
+at once for a new app, when an app's series first appears (its metrics were not scraped yet when it was
+first loaded), and after a failed query (Prometheus may have restarted); otherwise after
+`refill_minutes`, doubling while nothing new turns up. A refill writes only into missing minutes.
 
 Missing data never scales an app down: no recent sample -> hold the current replicas (`NoData`); the
 query failing -> hold (`MetricsUnavailable`); too little history or a failed forecast -> reactive only
@@ -61,6 +69,9 @@ class Settings:
     min_history: int = 120  # minutes of data before a forecast is trusted
     period_refresh: int = 60  # minutes between period detections of an app
     chunk_points: int = 720  # steps per range query when loading history
+    refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick)
+    refill_minutes: int = 10  # first retry of minutes still missing; doubles while nothing new turns up
+    refill_max_minutes: int = 1440
     period_candidates: tuple[int, ...] = (30, 60, 1440, 10080)
 
 
@@ -199,18 +210,38 @@ class History:
         if r is not None:
             self.free.append(r)
 
-    def put(self, key: tuple[str, str], first_minute: int, values: np.ndarray) -> None:
-        """Write values of minutes first_minute.. (NaN entries do not overwrite data)."""
+    def col(self, minute: int) -> int:
+        """Column of `minute` (negative: before the window)."""
+        return minute - (self.end - self.M) if self.end is not None else 0
+
+    def put(self, key: tuple[str, str], first_minute: int, values: np.ndarray, fill_only: bool = False) -> int:
+        """Write values of minutes first_minute..; returns how many missing minutes became known.
+
+        NaN never overwrites a known minute (a short answer does not erase history); with `fill_only`
+        known minutes are not touched at all (a refill only fills gaps)."""
         r = self.rows.get(key)
         if r is None or self.end is None:
-            return
-        lo = first_minute - (self.end - self.M)
+            return 0
+        lo = self.col(first_minute)
         a, b = max(lo, 0), min(lo + len(values), self.M)
         if a >= b:
-            return
+            return 0
         seg = values[a - lo : b - lo]
         cur = self.X[r, a:b]
-        self.X[r, a:b] = np.where(np.isnan(seg), cur, seg)
+        missing = np.isnan(cur)
+        take = ~np.isnan(seg) & (missing if fill_only else True)
+        self.X[r, a:b] = np.where(take, seg, cur)
+        return int((take & missing).sum())
+
+
+@dataclass
+class _Refill:
+    """When a query group's missing minutes are asked for again."""
+
+    due: int  # minute from which the next refill runs
+    interval: int  # minutes until the one after, if it finds nothing new
+    error: str = ""  # the last refill's failure ("" if it answered)
+    below: int | None = None  # a refill spread over ticks goes on below this minute
 
 
 @dataclass
@@ -230,17 +261,22 @@ class Scaler:
         self.source = source
         self.s = settings or Settings()
         self.history = History(self.s.history_minutes)
-        self.loaded: set[tuple[str, str]] = set()
         self.fetched: dict[str, int] = {}  # rendered query -> minute up to which it was fetched (exclusive)
+        self.refills: dict[str, _Refill] = {}  # rendered query -> refill schedule
+        self.seen: set[tuple[str, str]] = set()  # apps with at least one known minute since they were added
+        self.grown: set[tuple[str, str]] = set()  # apps a refill added minutes to, this tick
         self.states: dict[str, _AppState] = {}  # by uid
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ data
-    def _fetch(self, query: str, first: int, end: int, keys: set[tuple[str, str]] | None, single: tuple | None) -> None:
-        """Minutes [first, end) of `query` into the history (only `keys` if given)."""
+    def _fetch(self, query: str, first: int, end: int, keys: set[tuple[str, str]], single: tuple | None,
+               fill_only: bool = False) -> dict[tuple[str, str], int]:
+        """Minutes [first, end) of `query` into the history rows of `keys`, in chunks, newest chunk first.
+        Returns {key: minutes that became known}."""
         step = self.s.tick_seconds
-        for a in range(first, end, self.s.chunk_points):
-            b = min(end, a + self.s.chunk_points)
+        gained: dict[tuple[str, str], int] = {}
+        for b in range(end, first, -self.s.chunk_points):
+            a = max(first, b - self.s.chunk_points)
             labels, values = self.source.query_range(query, (a + 1) * step, b * step, step)
             for lab, row in zip(labels, values):
                 key = (lab.get("namespace"), lab.get("app"))
@@ -248,28 +284,90 @@ class Scaler:
                     if single is None or len(labels) != 1:
                         continue
                     key = single
-                if key in self.history.rows and (keys is None or key in keys):
-                    self.history.put(key, a, row)
+                if key in keys:
+                    gained[key] = gained.get(key, 0) + self.history.put(key, a, row, fill_only)
+        return gained
 
-    def _refresh(self, groups: dict[str, list[AppInput]], m: int) -> dict[str, str]:
-        """Fetch what each query group misses; returns {query: error} for groups that failed."""
+    def _missing_spans(self, keys: set[tuple[str, str]], lo: int, hi: int) -> list[tuple[int, int]]:
+        """Per chunk of [lo, hi) (newest first): the span from its first to its last minute that some
+        app of the group does not know yet. Spans without a missing minute are not asked for."""
+        h = self.history
+        rows = [h.rows[k] for k in keys]
+        a0, b0 = max(h.col(lo), 0), max(h.col(hi), 0)
+        missing = ~np.isfinite(h.X[rows, a0:b0]).all(axis=0)
+        spans = []
+        for b in range(b0, a0, -self.s.chunk_points):
+            a = max(a0, b - self.s.chunk_points)
+            idx = np.flatnonzero(missing[a - a0 : b - a0])
+            if len(idx):
+                spans.append((lo + a - a0 + int(idx[0]), lo + a - a0 + int(idx[-1]) + 1))
+        return spans
+
+    def _refill(self, query: str, keys: set[tuple[str, str]], single: tuple | None, lo: int, hi: int,
+                rf: _Refill) -> tuple[bool, bool]:
+        """Ask for the group's missing minutes in [lo, hi), at most `refill_chunks` queries, going on
+        below where the last tick stopped. Returns (something new became known, the pass is complete)."""
+        spans = self._missing_spans(keys, lo, hi if rf.below is None else min(hi, rf.below))
+        found = False
+        for a, b in spans[: self.s.refill_chunks]:
+            for key, n in self._fetch(query, a, b, keys, single, fill_only=True).items():
+                if n:
+                    found = True
+                    self.grown.add(key)
+                    self.seen.add(key)
+            rf.below = a
+        if len(spans) > self.s.refill_chunks:
+            return found, False
+        rf.below = None
+        return found, True
+
+    def _refresh(self, groups: dict[str, list[AppInput]], m: int, added: set[tuple[str, str]]
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+        """Fetch each group's new minutes, then refill what it misses when due.
+        Returns ({query: error} for groups whose query failed, {query: refill error})."""
+        s = self.s
         errors: dict[str, str] = {}
-        M = self.s.history_minutes
+        M = s.history_minutes
+        self.grown = set()
         for query, apps in groups.items():
+            keys = {a.key for a in apps}
             single = apps[0].key if len(apps) == 1 else None
+            rf = self.refills.setdefault(query, _Refill(due=m, interval=s.refill_minutes))
+            if keys & added:  # a new app: load its history now
+                rf.due, rf.interval, rf.below = m, s.refill_minutes, None
+            first = max(self.fetched.get(query, m) - s.overlap, m - M)
             try:
-                new = {a.key for a in apps if a.key not in self.loaded}
-                old = {a.key for a in apps} - new
-                if new:  # the whole history, once per app
-                    self._fetch(query, m - M, m, new, single)
-                    self.loaded |= new
-                if old:  # only the minutes since the last fetch (plus a few, for late scrapes)
-                    first = max(self.fetched.get(query, m - M) - self.s.overlap, m - M)
-                    self._fetch(query, first, m, old, single)
-                self.fetched[query] = m
+                gained = self._fetch(query, first, m, keys, single)
             except Exception as exc:  # noqa: BLE001 - any failure of one group only degrades that group
                 errors[query] = str(exc)[:300]
-        return errors
+                # Prometheus may come back restarted, restored or backfilled: ask for the gaps then.
+                rf.due, rf.interval, rf.below = m, s.refill_minutes, None
+                continue
+            self.fetched[query] = m
+            appeared = {k for k, n in gained.items() if n and k not in self.seen}
+            self.seen |= appeared
+            if appeared:  # its metrics were not there when it was loaded: they may have a past now
+                rf.due, rf.interval, rf.below = m, s.refill_minutes, None
+            if m < rf.due:
+                continue
+            try:
+                found, complete = self._refill(query, keys, single, m - M, first, rf)
+            except Exception as exc:  # noqa: BLE001 - decisions go on with the history that is known
+                log.warning("refilling history of %s failed: %s", query, exc)
+                rf.error, rf.below = str(exc)[:300], None
+                rf.due, rf.interval = m + rf.interval, min(2 * rf.interval, s.refill_max_minutes)
+                continue
+            rf.error = ""
+            if not complete:  # more to load: go on next tick
+                rf.due = m + 1
+            elif found:  # the source is still changing (catching up, backfilled): look again soon
+                rf.due, rf.interval = m + s.refill_minutes, s.refill_minutes
+            else:
+                rf.due, rf.interval = m + rf.interval, min(2 * rf.interval, s.refill_max_minutes)
+        for query in set(self.refills) - set(groups):
+            del self.refills[query]
+            self.fetched.pop(query, None)
+        return errors, {q: rf.error for q, rf in self.refills.items() if rf.error}
 
     # ------------------------------------------------------------------ tick
     def tick(self, apps: list[AppInput], now: float) -> list[Outcome]:
@@ -283,19 +381,23 @@ class Scaler:
         for key in list(self.history.rows):
             if key not in live:
                 self.history.drop(key)
-                self.loaded.discard(key)
+                self.seen.discard(key)
         for uid in set(self.states) - {a.uid for a in apps}:
             del self.states[uid]
         groups: dict[str, list[AppInput]] = {}
+        added = live - set(self.history.rows)
         for a in apps:
             self.history.row(a.key)
             groups.setdefault(render_query(a.query, s.tick_seconds), []).append(a)
-        errors = self._refresh(groups, m)
+        errors, refill_errors = self._refresh(groups, m, added)
+        for a in apps:  # a refill added history: detect the period again on what is known now
+            if a.key in self.grown and a.uid in self.states:
+                self.states[a.uid].period_at = -(10**9)
         t1 = _time.perf_counter()
 
         rows = np.array([self.history.rows[a.key] for a in apps], dtype=np.int64)
         X = self.history.X[rows] if len(rows) else np.zeros((0, s.history_minutes), np.float32)
-        have = np.isfinite(X).sum(axis=1) if len(rows) else np.zeros(0)
+        have = np.isfinite(X).sum(axis=1) if len(rows) else np.zeros(0)  # known minutes, whole window
         horizon = s.startup_delay + 1 + s.event_lead
         # Forecast every predictive app with enough history, in one batch.
         want = [i for i, a in enumerate(apps) if a.mode == "predictive" and have[i] >= s.min_history
@@ -322,8 +424,11 @@ class Scaler:
                     failed[i] = "forecast is not finite"
                     del uppers[i]
         t2 = _time.perf_counter()
-        out = [self._decide(a, i, X[i], m, uppers.get(i), failed.get(i), errors.get(render_query(a.query, s.tick_seconds)),
-                            int(have[i]), now) for i, a in enumerate(apps)]
+        out = []
+        for i, a in enumerate(apps):
+            q = render_query(a.query, s.tick_seconds)
+            out.append(self._decide(a, i, X[i], m, uppers.get(i), failed.get(i), errors.get(q), int(have[i]), now,
+                                    refill_errors.get(q)))
         t3 = _time.perf_counter()
         self.timings = {"query": t1 - t0, "forecast": t2 - t1, "policy": t3 - t2, "total": t3 - t0}
         return out
@@ -351,7 +456,7 @@ class Scaler:
             st.period, st.period_at = int(p), m
 
     def _decide(self, a: AppInput, i: int, x: np.ndarray, m: int, upper: np.ndarray | None, failed: str | None,
-                error: str | None, have: int, now: float) -> Outcome:
+                error: str | None, have: int, now: float, refill_error: str | None = None) -> Outcome:
         s = self.s
         st = self._state(a)
         current = max(0, a.current)
@@ -375,7 +480,8 @@ class Scaler:
             if a.mode == "predictive":
                 degraded = (("True", "ForecastFailed", f"forecast failed ({failed}); scaling reactively") if failed else
                             ("True", "InsufficientHistory",
-                             f"{have} of {s.min_history} minutes of history; scaling reactively"))
+                             f"{have} of {s.min_history} minutes of history; scaling reactively"
+                             + (f" (loading history failed: {refill_error})" if refill_error else "")))
         cfg = PolicyConfig(
             capacity=a.capacity, startup_delay=s.startup_delay, min_replicas=a.min_replicas,
             max_replicas=a.max_replicas, down_window=a.down_window, max_down_step=a.down_percent / 100,
