@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"\nreconcile benchmark: {args.apps} apps × {args.replicas} replica(s), {nodes} bench nodes, "
           f"Services in cluster {services_before} → {services_after}")
     print(f"{'phase':<10}{'total s':>10}{'apps/s':>10}{'p50 s':>9}{'p95 s':>9}{'req/app':>10}{'peak RSS MB':>13}")
-    for phase, r in results.items():
+    for phase, r in ((p, results[p]) for p in ("raw", "mpcloud") if p in results):
         print(f"{phase:<10}{r['total_s']:>10.1f}{r['apps_per_s']:>10.1f}{r.get('p50_ready_s', float('nan')):>9.2f}"
               f"{r.get('p95_ready_s', float('nan')):>9.2f}{r.get('api_requests_per_app', float('nan')):>10.1f}"
               f"{r.get('operator_peak_rss_mb', float('nan')):>13.0f}")
