@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from mpcloud_operator.devenv import prometheus  # noqa: E402
+from mpcloud_operator.devenv.ports import free_port  # noqa: E402
 from mpcloud_operator.scaling.core import DEFAULT_QUERY, AppInput, Scaler, Settings  # noqa: E402
 from mpcloud_operator.scaling.promapi import PromClient  # noqa: E402
 
@@ -57,12 +57,6 @@ def write_openmetrics(path: Path, X: np.ndarray, end: float, step: float = 60.0)
             lab = f'mpcloud_app_requests_total{{namespace="bench-{i % 50}",app="app-{i}"}} '
             f.write("".join(f"{lab}{v:.0f} {t}\n" for v, t in zip(cum[i], ts)))
         f.write("# EOF\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bench(n: int, history: int, ticks: int) -> dict:

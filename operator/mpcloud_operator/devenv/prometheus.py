@@ -17,12 +17,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from mpcloud_operator.devenv.ports import free_port
 from mpcloud_operator.devenv.waiting import NotReady, wait_http_ready
 
 DEFAULT_PORT = 9090
@@ -42,18 +42,6 @@ def _binary(name: str) -> str:
     if not path:
         raise PrometheusError(f"{name} not found: install Debian's package (apt-get install -y prometheus)")
     return path
-
-
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise PrometheusError("no free port")
 
 
 def config_text(scrape_interval: str, targets_dir: Path) -> str:
@@ -114,7 +102,7 @@ def up(base: Path | None = None, port: int = DEFAULT_PORT, scrape_interval: str 
     if (base / "port").exists():  # a restart keeps its URL (the operator has it)
         port = int((base / "port").read_text())
     else:
-        port = _free_port(port)
+        port = free_port(port)
     (base / "port").write_text(str(port))
     log = open(base / "prometheus.log", "ab")
     proc = subprocess.Popen(

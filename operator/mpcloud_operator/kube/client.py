@@ -106,15 +106,15 @@ class KubeClient:
         # The REST client JSON-encodes bodies of `*json` content types itself; an apply patch goes as a JSON
         # string (valid YAML), which the client sends unchanged.
         payload = body if body is None or "json" in content_type else json.dumps(body)
-        started = time.monotonic()
+        started, resource = time.monotonic(), resource_of(path)
         try:
             response = self.api.call_api(method, url, header_params=headers, body=payload, _request_timeout=timeout)
             response.read()
         except Exception:
-            REQUESTS.labels(method, resource_of(path), "error").inc()
+            REQUESTS.labels(method, resource, "error").inc()
             raise
         REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
-        REQUESTS.labels(method, resource_of(path), str(response.status)).inc()
+        REQUESTS.labels(method, resource, str(response.status)).inc()
         text = response.data.decode("utf-8") if response.data else ""
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=response.reason, body=text)

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Callable
 import yaml
 
 from mpcloud_operator.devenv.cluster import binaries
+from mpcloud_operator.devenv.ports import free_port, port_free
 
 CLUSTER_NAME = "mpcloud"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -64,21 +64,6 @@ def _kwokctl(args: list[str], timeout: float = 180, check: bool = True) -> subpr
     if check and res.returncode != 0:
         raise ClusterError(f"`kwokctl {' '.join(args)}` failed ({res.returncode}):\n{(res.stderr or res.stdout)[-3000:]}")
     return res
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kwokctl_config(port: int) -> dict:
@@ -186,9 +171,9 @@ def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = pri
         if _cluster_exists():
             log("found a stopped or broken cluster: deleting it first")
             down(log=lambda _m: None)
-        if port is not None and not _port_free(port):
+        if port is not None and not port_free(port):
             raise ClusterError(f"port {port} on 127.0.0.1 is already in use; pick another with --port or stop what uses it")
-        port = port or _free_port()
+        port = port or free_port()
         home().mkdir(parents=True, exist_ok=True)
         config = home() / "kwokctl.yaml"
         config.write_text(yaml.safe_dump(_kwokctl_config(port), sort_keys=False))
