@@ -12,8 +12,9 @@ operator uses here, and the operator's own per-call counter), operator peak RSS 
 mpcloud / raw. Then, with all N apps Ready: the operator's writes during an idle window (--idle-seconds; 300 s
 spans a relist of every watch, kopf's server timeout being 270 s), the time to repair a hand edit of one
 Deployment while idle, and the same during a burst of --burst new apps. Extra kwok nodes are added so every
-pod fits. Services accumulate across phases (ClusterIP allocation slows with their number): the table says how
-many existed.
+pod fits. The raw phase's namespace is deleted, and waited for, before the operator phase starts, so both
+phases start from the same cluster (ClusterIP allocation and the controllers' work grow with the number of
+objects); the burst's Services come on top of the operator phase's: the table says how many existed.
 
     python bench/reconcile.py [--apps 1000] [--replicas 1] [--skip-raw] [--reuse-cluster]
                               [--idle-seconds 30] [--burst 1000]
@@ -186,6 +187,21 @@ def run_raw(api: client.ApiClient, ns: str, n: int, replicas: int) -> dict:
     return {"total_s": total, "write_s": written, "objects": len(objs), "apps_per_s": n / total}
 
 
+def delete_namespace(core: client.CoreV1Api, ns: str, timeout: float = 600) -> None:
+    """Delete `ns` and wait until the namespace controller has removed it and everything in it."""
+    core.delete_namespace(ns)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(ns)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(1)
+    raise RuntimeError(f"namespace {ns} still exists after {timeout:.0f}s")
+
+
 def run_operator(api: client.ApiClient, ns: str, n: int, replicas: int, op: OperatorProcess) -> dict:
     custom = client.CustomObjectsApi(api)
     created: dict[str, float] = {}
@@ -260,6 +276,9 @@ def run(args: argparse.Namespace) -> None:
         core.create_namespace({"metadata": {"name": ns}})
         print(f"raw: applying children of {args.apps} apps …", file=sys.stderr)
         results["raw"] = run_raw(api, ns, args.apps, args.replicas)
+        # Both phases start from the same cluster: the raw phase's objects are removed first (ClusterIP
+        # allocation and the controllers' work grow with the number of objects in the cluster).
+        delete_namespace(core, ns)
     ns = f"bench-op-{suffix}"
     core.create_namespace({"metadata": {"name": ns}})
     with tempfile.TemporaryDirectory() as tmp:
@@ -296,11 +315,10 @@ def run(args: argparse.Namespace) -> None:
         print(f"mpcloud / raw-write bound: {results['ratio_mpcloud_to_raw']:.2f}× (target ≤ 1.5×)")
     print(json.dumps({"bench": "reconcile", "apps": args.apps, "replicas": args.replicas,
                       "services_before": services_before, "services_after": services_after, **results}))
-    for name in [n for n in (f"bench-raw-{suffix}", f"bench-op-{suffix}")]:
-        try:
-            core.delete_namespace(name)
-        except client.ApiException:
-            pass
+    try:
+        core.delete_namespace(f"bench-op-{suffix}")
+    except client.ApiException:
+        pass
 
 
 if __name__ == "__main__":
