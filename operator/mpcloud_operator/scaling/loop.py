@@ -1,6 +1,6 @@
 """The scaling loop in the operator: one thread, one batched tick per minute for every scaled app.
 
-Per tick: one list call for MiniProgramApps, `core.Scaler.tick` (one range query per distinct PromQL,
+Per tick: the MiniProgramApps from the watch cache, `core.Scaler.tick` (one range query per distinct PromQL,
 one batch forecast), then writes only where something changed: the Deployment's scale subresource
 (server-side apply, field manager `mpcloud-scaler`), the app's status (desiredReplicas, scalingReason,
 forecast, the ScalingDegraded condition), an Event per scale change, and metrics.
@@ -79,10 +79,13 @@ class ScalingLoop:
 
     # ------------------------------------------------------------------ I/O
     def list_apps(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for ns in self.namespaces or [None]:
-            items.extend(self.runtime.kube.list(KIND, ns).get("items") or [])
-        return items
+        """Every MiniProgramApp, from the operator's watch cache (kept current by the primary watch and our own
+        status writes): a LIST of 10,000 apps per tick would cost the API server tens of MB of JSON a minute
+        and this process a transient of several hundred MB."""
+        store = self.runtime.primaries
+        bodies = (store.get(key) for key in store.keys(KIND))
+        return [b for b in bodies if b is not None and (not self.namespaces or
+                                                        b["metadata"].get("namespace") in self.namespaces)]
 
     def tick(self, now: float | None = None) -> list[Outcome]:
         started = time.monotonic()
