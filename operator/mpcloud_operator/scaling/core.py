@@ -13,9 +13,18 @@ PromQL's `{window}` / `{minute}` placeholders are rendered from the tick, so a r
 
 Per tick: one range query per distinct PromQL (all apps using the default query share one) for the
 minutes since the last tick (plus `overlap`, for late scrapes); a rolling float32 matrix keeps the
-history; `predictors.batch.forecast_batch` forecasts every predictive app at once; a stateful
-`predictors.policy.ReplicaPolicy` per app takes max(forecast, reactive, event, panic, bounds) with
-stabilisation and step limits.
+history. The policy is the one the replay benchmark measures (`predictors.replay.PredictivePolicy`):
+one `predictors.online.OnlineForecaster` holds every predictive app as a row (each minute is observed
+for all rows at once; per-row model choice, bands and the hourly refits are batched), and a
+`predictors.policy.PredictiveDecider` per app turns its bands into replicas (max of forecast, reactive,
+event, panic, bounds, with stabilisation and step limits). `tests/unit/test_scaling_equivalence.py`
+checks that, on the same trace, this core's decisions equal the replay's minute by minute.
+
+Warm-up. An app's forecaster row is loaded from the history matrix (the same per-minute updates,
+replayed for those rows) once its history is in -- when it is added, and again when a refill brought
+minutes of its past -- at most `load_rows_per_tick` rows a tick; its model is then selected (at most
+`selects_per_tick` selections a tick, most overdue first, so 10,000 apps' hourly refits spread over the
+hour). Until both happened the app is scaled reactively and ScalingDegraded says so (`WarmingUp`).
 
 History is what is known, not what was asked for. A minute is known once an answer had a sample for it;
 a failed query or a short answer (Prometheus restarting, replaying its WAL, backfilled later) never
@@ -41,10 +50,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from predictors.batch import forecast_batch
-from predictors.periodicity import detect_period_batch
-from predictors.policy import PolicyConfig, ReplicaPolicy
-from predictors.replay import Event
+from predictors.online import OnlineConfig, OnlineForecaster
+from predictors.policy import Event, PolicyConfig, PredictiveDecider
 
 log = logging.getLogger("mpcloud.scaling")
 
@@ -61,18 +68,18 @@ def render_query(query: str, tick_seconds: float) -> str:
 @dataclass
 class Settings:
     tick_seconds: float = 60.0
-    history_minutes: int = 2880  # 2 days: seasonal naive uses up to 3 cycles of what is there
+    history_minutes: int = 2880  # 2 days loaded; the forecaster keeps max(this, its 3-day backtest window)
     startup_delay: int = 2  # minutes from a scale-up request until the new pods serve
     event_lead: int = 5  # extra minutes of pre-scaling before a declared event
-    quantile: float = 0.9  # forecast band planned for
     overlap: int = 3  # minutes re-read every tick (late scrapes, rate windows)
     min_history: int = 120  # minutes of data before a forecast is trusted
-    period_refresh: int = 60  # minutes between period detections of an app
+    load_rows_per_tick: int = 2000  # forecaster rows loaded from history per tick (bounds a cold tick)
+    selects_per_tick: int = 0  # model selections per tick; 0: enough to refit every app once per refit period
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     chunk_points: int = 720  # steps per range query when loading history
     refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick)
     refill_minutes: int = 10  # first retry of minutes still missing; doubles while nothing new turns up
     refill_max_minutes: int = 1440
-    period_candidates: tuple[int, ...] = (30, 60, 1440, 10080)
 
 
 @dataclass
@@ -246,12 +253,10 @@ class _Refill:
 
 @dataclass
 class _AppState:
-    policy: ReplicaPolicy
+    decider: PredictiveDecider
     down_window: int
     ups: deque = field(default_factory=lambda: deque(maxlen=1))
-    last_upper: dict[int, float] = field(default_factory=dict)
-    period: int = 0
-    period_at: int = -(10**9)
+    loaded: bool = False  # its forecaster row holds its history
 
 
 class Scaler:
@@ -266,6 +271,7 @@ class Scaler:
         self.seen: set[tuple[str, str]] = set()  # apps with at least one known minute since they were added
         self.grown: set[tuple[str, str]] = set()  # apps a refill added minutes to, this tick
         self.states: dict[str, _AppState] = {}  # by uid
+        self.fc: OnlineForecaster | None = None  # one row per history row (predictive apps' rows are used)
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ data
@@ -369,6 +375,44 @@ class Scaler:
             self.fetched.pop(query, None)
         return errors, {q: rf.error for q, rf in self.refills.items() if rf.error}
 
+    # ------------------------------------------------------------------ forecaster
+    def _forecaster(self, m: int) -> OnlineForecaster:
+        """The forecaster, caught up to minute m: the minutes since the last tick observed for every row."""
+        s, h = self.s, self.history
+        fc = self.fc
+        if fc is None or m - fc.now > s.history_minutes or m < fc.now:  # first tick, or away too long: start over
+            fc = self.fc = OnlineForecaster(0, s.startup_delay + 1, s.online, first=m - s.history_minutes, now=m,
+                                            memory=s.history_minutes)
+            for st in self.states.values():
+                st.loaded = False
+        if fc.n_rows < len(h.X):
+            fc.add_rows(len(h.X) - fc.n_rows)
+        while fc.now < m:
+            fc.observe(h.X[:, h.col(fc.now)])
+        return fc
+
+    def _events(self, a: AppInput) -> tuple[Event, ...]:
+        t = self.s.tick_seconds
+        return tuple(Event(int(math.floor(st_ / t)), int(math.ceil(en / t)), mul) for st_, en, mul in a.events)
+
+    def _load(self, fc: OnlineForecaster, apps: list[AppInput], rows: np.ndarray, idx: list[int],
+              failed: dict[int, str]) -> None:
+        """Load these apps' forecaster rows from their history, from their first known minute."""
+        if not idx:
+            return
+        X = self.history.X[rows[idx]]
+        known = np.isfinite(X).any(axis=0)
+        first = int(np.argmax(known)) if known.any() else X.shape[1]
+        try:
+            fc.load(rows[idx], X[:, first:])
+        except Exception as exc:  # noqa: BLE001 - these apps scale reactively and say why
+            log.warning("loading the forecaster of %d apps failed: %s", len(idx), exc)
+            for i in idx:
+                failed[i] = f"loading history into the forecaster failed: {str(exc)[:200]}"
+            return
+        for i in idx:
+            self._state(apps[i]).loaded = True
+
     # ------------------------------------------------------------------ tick
     def tick(self, apps: list[AppInput], now: float) -> list[Outcome]:
         import time as _time
@@ -390,73 +434,86 @@ class Scaler:
             self.history.row(a.key)
             groups.setdefault(render_query(a.query, s.tick_seconds), []).append(a)
         errors, refill_errors = self._refresh(groups, m, added)
-        for a in apps:  # a refill added history: detect the period again on what is known now
-            if a.key in self.grown and a.uid in self.states:
-                self.states[a.uid].period_at = -(10**9)
         t1 = _time.perf_counter()
 
         rows = np.array([self.history.rows[a.key] for a in apps], dtype=np.int64)
         X = self.history.X[rows] if len(rows) else np.zeros((0, s.history_minutes), np.float32)
         have = np.isfinite(X).sum(axis=1) if len(rows) else np.zeros(0)  # known minutes, whole window
-        horizon = s.startup_delay + 1 + s.event_lead
-        # Forecast every predictive app with enough history, in one batch.
-        want = [i for i, a in enumerate(apps) if a.mode == "predictive" and have[i] >= s.min_history
-                and render_query(a.query, s.tick_seconds) not in errors]
-        uppers: dict[int, np.ndarray] = {}
+        fc = self._forecaster(m)
         failed: dict[int, str] = {}
-        if want:
-            self._update_periods(apps, X, want, m)
-            periods = np.array([self._state(apps[i]).period for i in want], dtype=np.int64)
-            try:
-                fc = forecast_batch(X[want], horizon, (s.quantile,), periods)
-                band = fc.quantiles[s.quantile]
-                for j, i in enumerate(want):
-                    uppers[i] = band[j]
-            except Exception as exc:  # noqa: BLE001 - retry one by one: one bad series must not block the rest
-                log.warning("batch forecast failed (%s); forecasting apps one by one", exc)
-                for j, i in enumerate(want):
-                    try:
-                        uppers[i] = forecast_batch(X[[i]], horizon, (s.quantile,), periods[[j]]).quantiles[s.quantile][0]
-                    except Exception as one:  # noqa: BLE001
-                        failed[i] = str(one)[:200]
-            for i in list(uppers):
-                if not np.all(np.isfinite(uppers[i])):
-                    failed[i] = "forecast is not finite"
-                    del uppers[i]
+        pending, active = [], []
+        for i, a in enumerate(apps):
+            st = self._state(a)
+            q = render_query(a.query, s.tick_seconds)
+            if a.mode != "predictive" or q in errors:
+                continue
+            r = int(rows[i])
+            events = self._events(a)
+            if fc.capacity[r] != a.capacity or fc.events[r] != events:
+                fc.configure(r, a.capacity, events)
+            if a.key in self.grown:  # a refill brought minutes of its past: load it again
+                st.loaded = False
+            rf = self.refills.get(q)
+            if not st.loaded and (rf is None or rf.below is None):  # its history is in (no refill pass half done)
+                pending.append(i)
+            active.append(i)
+        self._load(fc, apps, rows, pending[: s.load_rows_per_tick], failed)
         t2 = _time.perf_counter()
+        # Model selections due (every refit period), most overdue first, at most `budget` a tick.
+        loaded = np.zeros(fc.n_rows, np.bool_)
+        loaded[[int(rows[i]) for i in active if self.states[apps[i].uid].loaded]] = True
+        n_loaded = int(loaded.sum())
+        budget = s.selects_per_tick or max(16, math.ceil(2 * n_loaded / s.online.refit_every))
+        due = fc.due()
+        due = due[loaded[due]][:budget]
+        bands: dict[int, tuple] = {}
+        try:
+            fc.select(due)
+        except Exception as exc:  # noqa: BLE001 - the rows keep their last model
+            log.warning("model selection failed: %s", exc)
+        ready = [i for i in active if loaded[rows[i]] and fc.selected[rows[i]] and have[i] >= s.min_history
+                 and i not in failed]
+        t3 = _time.perf_counter()
+        horizon = s.startup_delay + 1 + s.event_lead
+        if ready:
+            try:
+                uw, up, um = fc.bands(m, horizon, rows[ready])
+                m1, m2 = fc.multiplier(m - 1, rows[ready]), fc.multiplier(m - 2, rows[ready])
+                for j, i in enumerate(ready):
+                    if np.isfinite(uw[j]) and np.isfinite(up[j]).all() and np.isfinite(um[j]).all():
+                        bands[i] = (float(uw[j]), up[j], um[j], float(m1[j]), float(m2[j]))
+                    else:
+                        failed[i] = "forecast is not finite"
+            except Exception as exc:  # noqa: BLE001 - forecasting failed: these apps scale reactively
+                log.warning("forecast failed: %s", exc)
+                for i in ready:
+                    failed[i] = str(exc)[:200]
+        warming = f"{sum(1 for i in active if i in bands)} of {len(active)} predictive apps forecasting"
         out = []
         for i, a in enumerate(apps):
             q = render_query(a.query, s.tick_seconds)
-            out.append(self._decide(a, i, X[i], m, uppers.get(i), failed.get(i), errors.get(q), int(have[i]), now,
-                                    refill_errors.get(q)))
-        t3 = _time.perf_counter()
-        self.timings = {"query": t1 - t0, "forecast": t2 - t1, "policy": t3 - t2, "total": t3 - t0}
+            st = self.states[a.uid]
+            waiting = None
+            if a.mode == "predictive" and i not in bands and i not in failed and have[i] >= s.min_history:
+                waiting = ("loading its history into the forecaster" if not st.loaded else
+                           "selecting its model") + f" ({warming})"
+            out.append(self._decide(a, X[i], m, bands.get(i), failed.get(i), errors.get(q), int(have[i]), now,
+                                    refill_errors.get(q), waiting, fc, int(rows[i])))
+        t4 = _time.perf_counter()
+        self.timings = {"query": t1 - t0, "load": t2 - t1, "select": t3 - t2, "forecast": t4 - t3, "total": t4 - t0}
         return out
 
     def _state(self, a: AppInput) -> _AppState:
         st = self.states.get(a.uid)
         if st is None or st.down_window != a.down_window:
-            st = _AppState(ReplicaPolicy(PolicyConfig(capacity=a.capacity)), a.down_window,
-                           period=st.period if st else 0, period_at=st.period_at if st else -(10**9))
-            st.policy.recs = deque(maxlen=a.down_window)
+            st = _AppState(PredictiveDecider(PolicyConfig(capacity=a.capacity, down_window=a.down_window)),
+                           a.down_window, loaded=st.loaded if st else False)
             self.states[a.uid] = st
         return st
 
-    def _update_periods(self, apps: list[AppInput], X: np.ndarray, idx: list[int], m: int) -> None:
-        due = [i for i in idx if m - self._state(apps[i]).period_at >= self.s.period_refresh]
-        if not due:
-            return
-        try:
-            periods = detect_period_batch(X[due], self.s.period_candidates)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("period detection failed: %s", exc)
-            periods = np.zeros(len(due), dtype=np.int64)
-        for i, p in zip(due, periods):
-            st = self._state(apps[i])
-            st.period, st.period_at = int(p), m
-
-    def _decide(self, a: AppInput, i: int, x: np.ndarray, m: int, upper: np.ndarray | None, failed: str | None,
-                error: str | None, have: int, now: float, refill_error: str | None = None) -> Outcome:
+    def _decide(self, a: AppInput, x: np.ndarray, m: int, band: tuple | None, failed: str | None,
+                error: str | None, have: int, now: float, refill_error: str | None, waiting: str | None,
+                fc: OnlineForecaster, row: int) -> Outcome:
         s = self.s
         st = self._state(a)
         current = max(0, a.current)
@@ -474,32 +531,33 @@ class Scaler:
         prev = x[-2] if np.isfinite(x[-1]) and np.isfinite(x[-2]) else np.nan
         horizon = s.startup_delay + 1 + s.event_lead
         degraded = OK
-        used_forecast = upper is not None
-        if upper is None:  # scheduled mode, or the forecast is unavailable: plan for the last load
-            upper = np.full(horizon, float(last), dtype=np.float64)
-            if a.mode == "predictive":
-                degraded = (("True", "ForecastFailed", f"forecast failed ({failed}); scaling reactively") if failed else
-                            ("True", "InsufficientHistory",
-                             f"{have} of {s.min_history} minutes of history; scaling reactively"
-                             + (f" (loading history failed: {refill_error})" if refill_error else "")))
+        if band is None and a.mode == "predictive":
+            degraded = (("True", "ForecastFailed", f"forecast failed ({failed}); scaling reactively") if failed else
+                        ("True", "WarmingUp", f"{waiting}; scaling reactively") if waiting else
+                        ("True", "InsufficientHistory",
+                         f"{have} of {s.min_history} minutes of history; scaling reactively"
+                         + (f" (loading history failed: {refill_error})" if refill_error else "")))
         cfg = PolicyConfig(
             capacity=a.capacity, startup_delay=s.startup_delay, min_replicas=a.min_replicas,
             max_replicas=a.max_replicas, down_window=a.down_window, max_down_step=a.down_percent / 100,
             max_up_step=max(a.up_replicas, math.ceil(current * a.up_percent / 100)), event_lead=s.event_lead,
-            events=tuple(Event(int(math.floor(st_ / s.tick_seconds)), int(math.ceil(en / s.tick_seconds)), mul)
-                         for st_, en, mul in a.events),
+            events=self._events(a),
         )
-        st.policy.cfg = cfg
+        st.decider.rp.cfg = cfg
         try:
-            d = st.policy.decide(m, upper, current, last_load=float(last),
-                                 prev_load=float(prev) if np.isfinite(prev) else None,
-                                 last_upper=st.last_upper.pop(m - 1, None) if used_forecast else None)
+            if band is not None:
+                uw, up, um, m1, m2 = band
+                d = st.decider.decide(m, uw, up, um, current, float(x[-1]) if np.isfinite(x[-1]) else float(last),
+                                      float(prev), m1, m2)
+            else:  # scheduled mode, or no forecast: plan for the last load (declared events still pre-scale)
+                d = st.decider.rp.decide(m, np.full(horizon, float(last)), current, last_load=float(last),
+                                         prev_load=float(prev) if np.isfinite(prev) else None)
+                st.decider.last_upper = {}
         except Exception as exc:  # noqa: BLE001 - a policy failure holds this app only
             return Outcome(**base, replicas=hold, reason="hold", message=f"holding {hold} replicas: {exc}",
                            degraded=("True", "PolicyFailed", str(exc)[:300]), observed=float(last))
-        st.last_upper = {m: float(upper[0])} if used_forecast else {}
         replicas, reason = d.replicas, d.reason
-        if not used_forecast:  # the "forecast" was the last load: that is the reactive estimate
+        if band is None:  # the "forecast" was the last load: that is the reactive estimate
             d.estimates.pop("forecast", None)
             reason = "reactive" if reason == "forecast" else reason
         # Scale-up stabilization (HPA semantics): the lowest recommendation of the window.
@@ -512,18 +570,21 @@ class Scaler:
                 if replicas != d.replicas:
                     reason = "stabilization"
         est = ", ".join(f"{k} {v}" for k, v in sorted(d.estimates.items()))
-        peak_k = int(np.argmax(upper))
         summary = None
-        if used_forecast:
+        if band is not None:
+            uw, up = band[0], band[1]
+            peak_k = int(np.argmax(up)) if up[int(np.argmax(up))] > uw else 0
+            peak = max(uw, float(up[peak_k]))
+            model = f"{fc.candidates[int(fc.chosen[row])]}, {('log', 'sqrt')[int(fc.transform[row])]} band"
             summary = {
-                "model": "forecast_batch" + (f" (period {st.period} min)" if st.period else " (level+trend)"),
+                "model": f"online ({model})",
                 "generatedAt": datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "horizonMinutes": int(len(upper)),
-                "peakRequestsPerMinute": round(float(upper[peak_k]), 3),
+                "horizonMinutes": int(horizon),
+                "peakRequestsPerMinute": round(peak, 3),
                 "peakAt": datetime.fromtimestamp((m + peak_k) * s.tick_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "recommendedReplicas": int(d.estimates.get("forecast", 0)),
             }
         return Outcome(**base, replicas=int(replicas), reason=reason,
                        message=f"{reason}: {replicas} replicas (estimates: {est}; load {float(last):.1f}/min)",
-                       degraded=degraded, observed=float(last), forecast=float(upper[0]) if used_forecast else None,
+                       degraded=degraded, observed=float(last), forecast=band[0] if band is not None else None,
                        summary=summary)
