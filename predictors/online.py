@@ -294,33 +294,38 @@ class OnlineForecaster:
         lo, hi = max(self.base, t - 120), t + cfg.refit_every + 240
         u = np.arange(lo, hi)
         profs, oks = [], []
+        start = max(self.base, lo - cfg.seasons * max(self.periods, default=0) - cfg.smooth)
+        X = self.window(start, t).astype(np.float64)  # (rows, t - start)
+        missing = np.isnan(X)
+        zero = np.zeros((len(X), 1))
+        cx = np.concatenate([zero, np.cumsum(np.where(missing, 0.0, X), axis=1)], axis=1)
+        co = np.concatenate([zero, np.cumsum(~missing, axis=1)], axis=1)
+        xm = np.where(missing, -np.inf, X)
+        first = np.maximum(self.born, start)[:, None]  # a row's series starts at its first observation
         for P in self.periods:
             rows_ok = (t - self.born) >= 2 * P
             w = cfg.smooth if P >= 1440 else 0  # timers: keep the spike sharp
-            start = max(self.base, lo - cfg.seasons * P - w)
-            X = self.window(start, t).astype(np.float64)  # (rows, t - start)
-            zero = np.zeros((len(X), 1))
-            cx = np.concatenate([zero, np.cumsum(np.where(np.isnan(X), 0.0, X), axis=1)], axis=1)
-            co = np.concatenate([zero, np.cumsum(~np.isnan(X), axis=1)], axis=1)
-            xm = np.where(np.isnan(X), -np.inf, X)
             acc, cnt = np.zeros((len(X), len(u))), np.zeros((len(X), len(u)))
             peak = np.full((len(X), len(u)), -np.inf)
             for s in range(1, cfg.seasons + 1):
-                c = u - s * P  # centre of the smoothing window, must lie fully in the past
+                c = u - s * P  # centre of the smoothing window, which must lie in the row's past
                 a, b = c - w, c + w + 1
-                # the window must lie in the row's series: from its first observation to t
-                valid = (a[None, :] >= np.maximum(self.born, start)[:, None]) & (b <= t)[None, :]
-                ai, bi = np.clip(a - start, 0, t - start), np.clip(b - start, 0, t - start)
-                num, den = cx[:, bi] - cx[:, ai], co[:, bi] - co[:, ai]
+                cols = np.flatnonzero((a >= start) & (b <= t))  # a contiguous range: u, a and b are
+                if not len(cols):
+                    continue
+                k0, k1 = int(cols[0]), int(cols[-1]) + 1
+                a0, c0 = int(a[k0]) - start, int(c[k0]) - start
+                n = k1 - k0
+                valid = a[k0:k1][None, :] >= first
+                num = cx[:, a0 + 2 * w + 1 : a0 + 2 * w + 1 + n] - cx[:, a0 : a0 + n]
+                den = co[:, a0 + 2 * w + 1 : a0 + 2 * w + 1 + n] - co[:, a0 : a0 + n]
                 good = valid & (den > 0)
-                acc += np.where(good, num / np.maximum(den, 1), 0.0)
-                cnt += good
-                for o in range(-w, w + 1):
-                    i = c + o
-                    v = (i >= start) & (i < t)
-                    if v.any():
-                        vals = np.where(valid[:, v], xm[:, i[v] - start], -np.inf)
-                        peak[:, v] = np.maximum(peak[:, v], vals)
+                acc[:, k0:k1] += np.where(good, num / np.maximum(den, 1), 0.0)
+                cnt[:, k0:k1] += good
+                pk = xm[:, c0 - w : c0 - w + n]
+                for o in range(-w + 1, w + 1):
+                    pk = np.maximum(pk, xm[:, c0 + o : c0 + o + n])
+                peak[:, k0:k1] = np.maximum(peak[:, k0:k1], np.where(valid, pk, -np.inf))
             mean = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
             peak = np.where(np.isfinite(peak), peak, np.nan)
             for prof in (mean, peak):
@@ -372,7 +377,7 @@ class OnlineForecaster:
         t0 = max(t1 - cfg.window, self.base + 1, int(min(self.born[r], t1)) + 1)
         if t1 - t0 < cfg.min_residuals:
             return
-        seg = self.window(t0 - 1, t1 + h - 1, [r])[0].astype(np.float64)
+        seg = self.window(t0 - 1, t1 + h - 1, [r])[0]  # float32: the backtest's arithmetic too
         Wm = np.lib.stride_tricks.sliding_window_view(seg[1:], h)  # (t1 - t0, h): minutes t .. t + h - 1
         resolved = ~np.isnan(Wm).all(axis=1)  # each resolved window has >= 1 observed minute
         if resolved.sum() < cfg.min_residuals:
@@ -382,8 +387,8 @@ class OnlineForecaster:
         W = np.nanmax(Wm, axis=1)  # the window peaks the bands are calibrated on
         floor = np.nan_to_num(seg[:-h][resolved])  # x_{t-1}: the policy's reactive floor
         bins = self.bins[r, slots].astype(np.int64)
-        F = self.fc[r][:, slots].astype(np.float64)
-        C = float(self.capacity[r])
+        F = self.fc[r][:, slots]
+        C = np.float32(self.capacity[r])
         levels = np.asarray(cfg.levels)
         nb = self.n_bins()
         best: tuple = (math.inf,)
@@ -400,7 +405,7 @@ class OnlineForecaster:
             counts = np.bincount(bn, minlength=nb)
             edges = np.concatenate([[0], np.cumsum(counts)])
             dense = (counts >= cfg.min_residuals) & (np.arange(nb) > 0)  # bins calibrated on their own
-            onehot = np.zeros((n, nb))
+            onehot = np.zeros((n, nb), np.float32)
             onehot[np.arange(n), bn] = 1.0
             L = len(levels)
             for tr in cfg.transforms:
@@ -416,7 +421,7 @@ class OnlineForecaster:
                     hi = np.minimum(lo + 1, len(v) - 1)
                     qb[b] = v[lo] + (v[hi] - v[lo]) * (pos - lo)
                 # every decision at the pooled levels and at its own bin's levels, in one pass
-                q = np.concatenate([np.broadcast_to(qb[0][:, None], (L, n)), qb[bn].T])
+                q = np.concatenate([np.broadcast_to(qb[0][:, None], (L, n)), qb[bn].T]).astype(np.float32)
                 cost = self._costs(f, wm, fl, q, C, inv, fwd, cfg.under_cost)  # (2 L, n)
                 c0, per_bin = cost[:L], cost[L:] @ onehot  # (L, n), (L, bins)
                 i0 = int(np.argmin(c0.sum(axis=1)))
@@ -439,12 +444,12 @@ class OnlineForecaster:
         capacity: summed over decisions this counts under-provisioned *minutes* (what the benchmark counts)
         rather than charging one isolated spike minute h times (which over-provisions noisy series)."""
         band = inv(fwd(f)[None, :] + q)
-        reps = np.maximum(1.0, np.ceil(np.maximum(band, fl[None, :]) / C - 1e-9))
-        cap = reps * C + 1e-9
-        misses = np.zeros_like(cap)
+        reps = np.maximum(np.float32(1), np.ceil(np.maximum(band, fl[None, :]) / C - np.float32(1e-6)))
+        cap = reps * C + np.float32(1e-6) * C
+        misses = np.zeros(cap.shape, np.float32)
         for k in range(wm.shape[1]):  # h is small: one comparison per window minute
             misses += wm[None, :, k] > cap
-        return reps + (under_cost / wm.shape[1]) * misses
+        return reps + np.float32(under_cost / wm.shape[1]) * misses
 
     # ---------------------------------------------------------------------------------------- forecast
     def window_points(self, t: int, rows=slice(None)) -> np.ndarray:

@@ -22,9 +22,10 @@ checks that, on the same trace, this core's decisions equal the replay's minute 
 
 Warm-up. An app's forecaster row is loaded from the history matrix (the same per-minute updates,
 replayed for those rows) once its history is in -- when it is added, and again when a refill brought
-minutes of its past -- at most `load_rows_per_tick` rows a tick; its model is then selected (at most
-`selects_per_tick` selections a tick, most overdue first, so 10,000 apps' hourly refits spread over the
-hour). Until both happened the app is scaled reactively and ScalingDegraded says so (`WarmingUp`).
+minutes of its past -- in chunks while the tick's `load_seconds` last; its model is then selected (hourly
+per app, most overdue first, while the tick's `select_seconds` last: 10,000 apps' refits spread over the
+hour instead of stalling one tick). Until both happened the app is scaled reactively and ScalingDegraded
+says so (`WarmingUp`, with how many apps forecast already).
 
 History is what is known, not what was asked for. A minute is known once an answer had a sample for it;
 a failed query or a short answer (Prometheus restarting, replaying its WAL, backfilled later) never
@@ -73,8 +74,14 @@ class Settings:
     event_lead: int = 5  # extra minutes of pre-scaling before a declared event
     overlap: int = 3  # minutes re-read every tick (late scrapes, rate windows)
     min_history: int = 120  # minutes of data before a forecast is trusted
-    load_rows_per_tick: int = 2000  # forecaster rows loaded from history per tick (bounds a cold tick)
-    selects_per_tick: int = 0  # model selections per tick; 0: enough to refit every app once per refit period
+    # Warm-up and refits are bounded per tick so that no tick waits for all apps: rows are loaded from history
+    # in chunks of `load_chunk` while the tick has spent less than `load_seconds` on it, and model selections
+    # (hourly per app, most overdue first) run while less than `select_seconds` went into them; the first
+    # `min_selects` due ones always run (so a handful of apps is never held back by a slow machine).
+    load_chunk: int = 250
+    load_seconds: float = 3.0
+    select_seconds: float = 5.0
+    min_selects: int = 16
     online: OnlineConfig = field(default_factory=OnlineConfig)
     chunk_points: int = 720  # steps per range query when loading history
     refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick)
@@ -273,6 +280,7 @@ class Scaler:
         self.states: dict[str, _AppState] = {}  # by uid
         self.fc: OnlineForecaster | None = None  # one row per history row (predictive apps' rows are used)
         self.timings: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # forecaster rows loaded / models selected this tick, apps not forecasting
 
     # ------------------------------------------------------------------ data
     def _fetch(self, query: str, first: int, end: int, keys: set[tuple[str, str]], single: tuple | None,
@@ -457,18 +465,25 @@ class Scaler:
             if not st.loaded and (rf is None or rf.below is None):  # its history is in (no refill pass half done)
                 pending.append(i)
             active.append(i)
-        self._load(fc, apps, rows, pending[: s.load_rows_per_tick], failed)
+        n_loaded = n_selected = 0
+        for k in range(0, len(pending), s.load_chunk):
+            if k and _time.perf_counter() - t1 >= s.load_seconds:
+                break
+            self._load(fc, apps, rows, pending[k : k + s.load_chunk], failed)
+            n_loaded += len(pending[k : k + s.load_chunk])
         t2 = _time.perf_counter()
         # Model selections due (every refit period), most overdue first, at most `budget` a tick.
         loaded = np.zeros(fc.n_rows, np.bool_)
         loaded[[int(rows[i]) for i in active if self.states[apps[i].uid].loaded]] = True
-        n_loaded = int(loaded.sum())
-        budget = s.selects_per_tick or max(16, math.ceil(2 * n_loaded / s.online.refit_every))
         due = fc.due()
-        due = due[loaded[due]][:budget]
+        due = due[loaded[due]]
         bands: dict[int, tuple] = {}
         try:
-            fc.select(due)
+            for k, r in enumerate(due):
+                if k >= s.min_selects and _time.perf_counter() - t2 >= s.select_seconds:
+                    break
+                fc.select([r])
+                n_selected += 1
         except Exception as exc:  # noqa: BLE001 - the rows keep their last model
             log.warning("model selection failed: %s", exc)
         ready = [i for i in active if loaded[rows[i]] and fc.selected[rows[i]] and have[i] >= s.min_history
@@ -500,6 +515,7 @@ class Scaler:
             out.append(self._decide(a, X[i], m, bands.get(i), failed.get(i), errors.get(q), int(have[i]), now,
                                     refill_errors.get(q), waiting, fc, int(rows[i])))
         t4 = _time.perf_counter()
+        self.counts = {"loaded": n_loaded, "selected": n_selected, "waiting": len(active) - len(bands)}
         self.timings = {"query": t1 - t0, "load": t2 - t1, "select": t3 - t2, "forecast": t4 - t3, "total": t4 - t0}
         return out
 
