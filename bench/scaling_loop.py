@@ -19,16 +19,20 @@ Prints a table and one JSON line. Usage: python bench/scaling_loop.py [--sizes 1
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # one core
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
@@ -85,9 +89,9 @@ def bench(n: int, history: int, ticks: int, max_warmup: int) -> dict:
         steady_from = None
         k = 0
         while k < max_warmup + ticks and (steady_from is None or k < steady_from + ticks):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out = scaler.tick(apps, now + 60 * k)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
             for a, o in zip(apps, out):
                 a.current = o.replicas
             reasons: dict[str, int] = {}
@@ -95,21 +99,27 @@ def bench(n: int, history: int, ticks: int, max_warmup: int) -> dict:
                 reasons[o.degraded[1]] = reasons.get(o.degraded[1], 0) + 1
             forecasting = reasons.get("AsExpected", 0)
             rows.append({"tick": k + 1, "phase": "steady" if steady_from is not None else "warm-up",
-                         "seconds": round(wall, 3),
+                         "seconds": round(wall, 3), "cpu_s": round(cpu, 3),
                          **{f"{p}_s": round(v, 3) for p, v in scaler.timings.items() if p != "total"},
                          "forecasting": forecasting, "changed": sum(o.changed for o in out),
                          "loaded": scaler.counts["loaded"], "selects": scaler.counts["selected"], "reasons": reasons})
-            print(f"  {n} apps tick {k + 1} ({rows[-1]['phase']}): {wall:.2f} s, {forecasting} forecasting", file=sys.stderr, flush=True)
+            print(f"  {n} apps tick {k + 1} ({rows[-1]['phase']}): {wall:.2f} s ({cpu:.2f} s CPU), {forecasting} forecasting, "
+                  f"{scaler.counts}", file=sys.stderr, flush=True)
             if steady_from is None and forecasting == n:
                 steady_from = k + 1
             k += 1
         steady = [r["seconds"] for r in rows if r["phase"] == "steady"]
+        steady_cpu = [r["cpu_s"] for r in rows if r["phase"] == "steady"]
         warm = [r["seconds"] for r in rows if r["phase"] == "warm-up"]
         return {"apps": n, "history_minutes": history, "backfill_s": round(backfill_s, 1), "cold_tick_s": rows[0]["seconds"],
                 "warmup_ticks": len(warm), "warmup_s": round(sum(warm), 1), "warmup_tick_s_max": round(max(warm), 3),
                 "all_forecasting": steady_from is not None,
                 "steady_tick_s_median": round(float(np.median(steady)), 3) if steady else None,
-                "steady_tick_s_max": round(float(np.max(steady)), 3) if steady else None, "ticks": rows,
+                "steady_tick_s_max": round(float(np.max(steady)), 3) if steady else None,
+                "steady_tick_cpu_s_median": round(float(np.median(steady_cpu)), 3) if steady else None,
+                "steady_tick_cpu_s_max": round(float(np.max(steady_cpu)), 3) if steady else None,
+                "steady_selects_per_tick": round(float(np.mean([r["selects"] for r in rows if r["phase"] == "steady"])), 1)
+                if steady else None, "selects_needed_per_tick": round(n / settings.online.refit_every, 1), "ticks": rows,
                 "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     finally:
         prometheus.down(base)
@@ -128,11 +138,13 @@ def main() -> None:
         results.append(r)
         print(f"\n{n} apps, {args.history} min history (backfill {r['backfill_s']} s): cold tick {r['cold_tick_s']} s, "
               f"warm-up {r['warmup_ticks']} ticks / {r['warmup_s']} s (max tick {r['warmup_tick_s_max']} s), "
-              f"steady median {r['steady_tick_s_median']} s, max {r['steady_tick_s_max']} s, RSS {r['max_rss_mib']} MiB", flush=True)
-        print(f"{'tick':>4} {'phase':>8} {'total s':>8} {'query s':>8} {'load s':>7} {'select s':>8} {'forecast s':>10} "
+              f"steady median {r['steady_tick_s_median']} s, max {r['steady_tick_s_max']} s (CPU: median "
+              f"{r['steady_tick_cpu_s_median']} s, max {r['steady_tick_cpu_s_max']} s), refits {r['steady_selects_per_tick']} a tick "
+              f"(hourly needs {r['selects_needed_per_tick']}), RSS {r['max_rss_mib']} MiB", flush=True)
+        print(f"{'tick':>4} {'phase':>8} {'total s':>8} {'cpu s':>6} {'query s':>8} {'load s':>7} {'select s':>8} {'forecast s':>10} "
               f"{'selects':>7} {'forecasting':>11} {'changed':>7}")  # selects: model refits this tick
         for row in r["ticks"]:
-            print(f"{row['tick']:>4} {row['phase']:>8} {row['seconds']:>8.3f} {row['query_s']:>8.3f} {row['load_s']:>7.3f} "
+            print(f"{row['tick']:>4} {row['phase']:>8} {row['seconds']:>8.3f} {row['cpu_s']:>6.2f} {row['query_s']:>8.3f} {row['load_s']:>7.3f} "
                   f"{row['select_s']:>8.3f} {row['forecast_s']:>10.3f} {row['selects']:>7} {row['forecasting']:>11} "
                   f"{row['changed']:>7}", flush=True)
     summary = {"bench": "scaling_loop", "command": " ".join(["python", *sys.argv]), "tick_seconds": 60,

@@ -1,7 +1,12 @@
-"""Online (minute-by-minute) demand forecaster with cost-calibrated upper bands, for one series.
+"""Online (minute-by-minute) demand forecaster with cost-calibrated upper bands, for many series at once.
 
-It is what the predictive policy uses in the replay simulator, and what the operator can keep per app.
-Cheap per minute (a few float operations); the heavier work runs at a refit every `refit_every` minutes.
+One row per series: the replay simulator's predictive policy uses one row, the operator's scaling core one
+row per app -- the same code. Each minute is observed for every row at once (vectorised: EWMAs, gap and
+run-length state, the candidates' forecasts recorded for the backtest); the seasonal profiles are rebuilt
+for all rows every `refit_every` minutes (at absolute minutes divisible by it); the model selection (the
+backtest below) runs per row, every `refit_every` minutes from its first decision (`due` / `select`).
+Every observed minute is also a backtest decision (the forecast of the window starting at the next
+minute), so a row loaded from history (`load`) has its backtest at once.
 
 What is forecast: the pods requested at minute t must cover every minute they are part of before the
 next decision can take effect, i.e. the *window peak* ``W_t = max(x_t .. x_{t+D})`` (D = start-up

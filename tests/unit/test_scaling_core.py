@@ -88,13 +88,14 @@ def test_predictive_rises_before_the_ramp_reactive_after():
     # daily profile, widens it: replay and operator plan the same (tests/unit/test_scaling_equivalence.py)
     assert 12 <= max(r for _, r, _ in tl["pred"]) <= 20
     assert tl["pred"][-1][1] == 1 and tl["reac"][-1][1] == 1  # scaled in after
-    # one range query per tick for both apps (they share the default query), history loaded once:
-    # newest first, `refill_chunks` (2) chunks a tick, so the cold load takes 3 ticks of 3 days
+    # one range query per tick for both apps (they share the default query), history loaded once, newest
+    # chunk first; a group this small gets its whole window in the first tick (`refill_points`)
     ticks = len(range(day3 + RAMP - 10, day3 + RAMP + 40))
     assert len([c for c in prom.calls if c[1] <= 4]) == ticks
     chunks = [c[1] for c in prom.calls if c[1] > 4]
     assert chunks[:5] == [720] * 5 and len(chunks) == 6
-    assert all(n <= 4 for _, n in prom.calls[9:])  # after the first 3 ticks: only the new minutes
+    assert all(n <= 4 for _, n in prom.calls[7:])  # after the first tick: only the new minutes
+    assert tl["pred"][0][2] == "forecast"  # forecasting from the first tick
 
 
 def test_prometheus_down_holds_replicas_and_flags_the_app():
@@ -248,7 +249,7 @@ def test_backfill_under_a_live_series_is_found_by_the_periodic_refill():
 def test_cold_load_is_spread_over_ticks_newest_first_and_the_forecast_follows():
     a = app("x")
     prom = FakeProm([a.key])
-    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=3 * 1440, min_history=120))
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=3 * 1440, min_history=120, refill_points=0))
     m0 = 3 * 1440 + 100
     o = s.tick([a], m0 * TICK + 1)[0]
     assert len(prom.calls) == 1 + 2 and known(s, a) == 3 + 2 * 720  # recent minutes + the 2 newest chunks

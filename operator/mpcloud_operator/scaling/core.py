@@ -30,7 +30,8 @@ says so (`WarmingUp`, with how many apps forecast already).
 History is what is known, not what was asked for. A minute is known once an answer had a sample for it;
 a failed query or a short answer (Prometheus restarting, replaying its WAL, backfilled later) never
 removes a known minute, and the minutes still missing are asked again ("refill", at most
-`refill_chunks` range queries per group and tick, newest first, so a cold start does not block a tick):
+`refill_chunks` range queries per group and tick -- more for small groups, up to `refill_points` points --
+newest first, so a cold start does not block a tick):
 at once for a new app, when an app's series first appears (its metrics were not scraped yet when it was
 first loaded), and after a failed query (Prometheus may have restarted); otherwise after
 `refill_minutes`, doubling while nothing new turns up. A refill writes only into missing minutes.
@@ -84,7 +85,8 @@ class Settings:
     min_selects: int = 16
     online: OnlineConfig = field(default_factory=OnlineConfig)
     chunk_points: int = 720  # steps per range query when loading history
-    refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick)
+    refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick), at least;
+    refill_points: int = 200_000  # more while chunks x apps in the group stay within this many points
     refill_minutes: int = 10  # first retry of minutes still missing; doubles while nothing new turns up
     refill_max_minutes: int = 1440
 
@@ -323,14 +325,15 @@ class Scaler:
         below where the last tick stopped. Returns (something new became known, the pass is complete)."""
         spans = self._missing_spans(keys, lo, hi if rf.below is None else min(hi, rf.below))
         found = False
-        for a, b in spans[: self.s.refill_chunks]:
+        chunks = max(self.s.refill_chunks, self.s.refill_points // (self.s.chunk_points * max(1, len(keys))))
+        for a, b in spans[:chunks]:
             for key, n in self._fetch(query, a, b, keys, single, fill_only=True).items():
                 if n:
                     found = True
                     self.grown.add(key)
                     self.seen.add(key)
             rf.below = a
-        if len(spans) > self.s.refill_chunks:
+        if len(spans) > chunks:
             return found, False
         rf.below = None
         return found, True
