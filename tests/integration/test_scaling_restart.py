@@ -13,7 +13,7 @@ from datetime import datetime
 
 from tests.integration.conftest import free_port
 from tests.integration.test_miniprogramapp import Apps, app_body, wait_until
-from tests.integration.test_predictive_scaling import D, TICK, condition, scaling, ticks
+from tests.integration.test_predictive_scaling import TICK, condition, scaling, scaling_env, ticks
 from tests.integration.test_predictive_scaling import pytestmark  # noqa: F401 - same markers and skip
 
 
@@ -32,12 +32,7 @@ def test_operator_restart_forecasts_again_within_two_ticks(api_client, namespace
     apps = Apps(api_client, namespace)
     server = None
     try:
-        monkeypatch.setenv("MPCLOUD_PROMETHEUS_URL", url)
-        monkeypatch.setenv("MPCLOUD_SCALING_TICK_SECONDS", str(TICK))
-        monkeypatch.setenv("MPCLOUD_SCALING_HISTORY_MINUTES", str(3 * 1440))
-        monkeypatch.setenv("MPCLOUD_SCALING_STARTUP_DELAY_MINUTES", str(D))
-        monkeypatch.setenv("MPCLOUD_LEASE_NAME", f"restart-{namespace}"[:63])
-        monkeypatch.setenv("MPCLOUD_NAMESPACES", namespace)
+        scaling_env(monkeypatch, url, namespace, f"restart-{namespace}")
         first = operator_factory("scaling-first").start().wait_ready()
         apps.create(app_body("pred", scaling=scaling("predictive"), replicas={"min": 1, "max": 20}))
         apps.wait_ready("pred")
