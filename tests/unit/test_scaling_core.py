@@ -318,3 +318,16 @@ def test_deployment_replicas_owned_by_scaler_in_scaled_modes(mode, has_replicas)
                           [], deployment_replicas=6)
     assert st["desiredReplicas"] == (2 if has_replicas else 6)
     assert r.desired_replicas(app_) == (2 if has_replicas else 5)
+
+
+def test_large_group_refills_in_short_chunks_within_the_points_budget():
+    """10,000 apps x 720 minutes would be 7.2M points in one tick: a large group gets one shorter chunk a
+    tick instead (here 50 apps, a budget of 5,000 points: 100 minutes a tick, newest first)."""
+    apps = [app(f"a{i}", mode="scheduled") for i in range(50)]
+    prom = FakeProm([a.key for a in apps])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, refill_points=50 * 100))
+    m0 = 5000
+    s.tick(apps, m0 * TICK + 1)
+    assert [n for _, n in prom.calls] == [3, 100] and known(s, apps[0]) == 3 + 100
+    s.tick(apps, (m0 + 1) * TICK + 1)
+    assert prom.spans[-1] == (m0 - 3 - 200, m0 - 3 - 100) and known(s, apps[7]) == 4 + 200

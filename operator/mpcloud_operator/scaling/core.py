@@ -30,8 +30,8 @@ says so (`WarmingUp`, with how many apps forecast already).
 History is what is known, not what was asked for. A minute is known once an answer had a sample for it;
 a failed query or a short answer (Prometheus restarting, replaying its WAL, backfilled later) never
 removes a known minute, and the minutes still missing are asked again ("refill", at most
-`refill_chunks` range queries per group and tick -- more for small groups, up to `refill_points` points --
-newest first, so a cold start does not block a tick):
+at most `refill_points` points per group and tick -- a small group's whole window at once, a chunk of a
+few hundred minutes for 10,000 apps -- newest first, so a cold start does not block a tick):
 at once for a new app, when an app's series first appears (its metrics were not scraped yet when it was
 first loaded), and after a failed query (Prometheus may have restarted); otherwise after
 `refill_minutes`, doubling while nothing new turns up. A refill writes only into missing minutes.
@@ -85,8 +85,12 @@ class Settings:
     min_selects: int = 16
     online: OnlineConfig = field(default_factory=OnlineConfig)
     chunk_points: int = 720  # steps per range query when loading history
-    refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick), at least;
-    refill_points: int = 200_000  # more while chunks x apps in the group stay within this many points
+    # Missing minutes are asked for in at most `refill_points` points (minutes x apps) per group and tick:
+    # `refill_chunks` chunks of `chunk_points` minutes or more for small groups, one shorter chunk for large
+    # ones (10,000 apps: 200 minutes a tick), so a cold start never waits for the whole window
+    # (0: `refill_chunks` chunks whatever the group's size).
+    refill_chunks: int = 2
+    refill_points: int = 2_000_000
     refill_minutes: int = 10  # first retry of minutes still missing; doubles while nothing new turns up
     refill_max_minutes: int = 1440
 
@@ -304,7 +308,7 @@ class Scaler:
                     gained[key] = gained.get(key, 0) + self.history.put(key, a, row, fill_only)
         return gained
 
-    def _missing_spans(self, keys: set[tuple[str, str]], lo: int, hi: int) -> list[tuple[int, int]]:
+    def _missing_spans(self, keys: set[tuple[str, str]], lo: int, hi: int, size: int) -> list[tuple[int, int]]:
         """Per chunk of [lo, hi) (newest first): the span from its first to its last minute that some
         app of the group does not know yet. Spans without a missing minute are not asked for."""
         h = self.history
@@ -312,8 +316,8 @@ class Scaler:
         a0, b0 = max(h.col(lo), 0), max(h.col(hi), 0)
         missing = ~np.isfinite(h.X[rows, a0:b0]).all(axis=0)
         spans = []
-        for b in range(b0, a0, -self.s.chunk_points):
-            a = max(a0, b - self.s.chunk_points)
+        for b in range(b0, a0, -size):
+            a = max(a0, b - size)
             idx = np.flatnonzero(missing[a - a0 : b - a0])
             if len(idx):
                 spans.append((lo + a - a0 + int(idx[0]), lo + a - a0 + int(idx[-1]) + 1))
@@ -323,9 +327,15 @@ class Scaler:
                 rf: _Refill) -> tuple[bool, bool]:
         """Ask for the group's missing minutes in [lo, hi), at most `refill_chunks` queries, going on
         below where the last tick stopped. Returns (something new became known, the pass is complete)."""
-        spans = self._missing_spans(keys, lo, hi if rf.below is None else min(hi, rf.below))
+        s, n = self.s, max(1, len(keys))
+        if not s.refill_points:
+            size, chunks = s.chunk_points, s.refill_chunks
+        elif n * s.chunk_points > s.refill_points:  # a large group: shorter chunks, one a tick
+            size, chunks = max(30, s.refill_points // n), 1
+        else:
+            size, chunks = s.chunk_points, max(s.refill_chunks, s.refill_points // (s.chunk_points * n))
+        spans = self._missing_spans(keys, lo, hi if rf.below is None else min(hi, rf.below), size)
         found = False
-        chunks = max(self.s.refill_chunks, self.s.refill_points // (self.s.chunk_points * max(1, len(keys))))
         for a, b in spans[:chunks]:
             for key, n in self._fetch(query, a, b, keys, single, fill_only=True).items():
                 if n:
