@@ -406,10 +406,12 @@ class Scaler:
                                             memory=s.history_minutes)
             for st in self.states.values():
                 st.loaded = False
-        if fc.n_rows < len(h.X):
-            fc.add_rows(len(h.X) - fc.n_rows)
+        used = max(h.rows.values(), default=-1) + 1  # rows are handed out lowest first
+        if fc.n_rows < used:  # grow by a quarter at least: apps added one by one do not copy it every tick
+            fc.add_rows(max(used - fc.n_rows, fc.n_rows // 4))
         while fc.now < m:
-            fc.observe(h.X[:, h.col(fc.now)])
+            fc.observe(h.X[: fc.n_rows, h.col(fc.now)] if len(h.X) >= fc.n_rows else
+                       np.concatenate([h.X[:, h.col(fc.now)], np.full(fc.n_rows - len(h.X), np.nan, np.float32)]))
         return fc
 
     def _events(self, a: AppInput) -> tuple[Event, ...]:
