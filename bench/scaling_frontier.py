@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scaling import selected_series, traces_dir  # noqa: E402
 
 from predictors.online import OnlineConfig  # noqa: E402
-from predictors.policy import PredictivePolicy  # noqa: E402
 from predictors.replay import (  # noqa: E402
     Env,
     HPAPolicy,
+    PredictivePolicy,
     default_capacity,
     default_warmup,
     oracle_plan,

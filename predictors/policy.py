@@ -18,8 +18,8 @@ Like Alibaba AHPA, the count is the max of several estimates, then stabilised an
   `max_down_step` (a fraction of the current count) per minute; scale-up by at most `max_up_step` pods
   per minute if set; then min/max bounds.
 
-`ReplicaPolicy` is pure (no I/O, no Kubernetes); `PredictivePolicy` plugs it and the online forecaster
-into the replay simulator's `Policy` interface.
+`ReplicaPolicy` is pure (no I/O, no Kubernetes); `PredictiveDecider` turns the online forecaster's bands
+into its inputs, for the replay simulator (`predictors.replay.PredictivePolicy`) and the operator alike.
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from predictors.online import OnlineConfig, OnlineForecaster
-from predictors.replay import Env, Event
+
+@dataclass(frozen=True)
+class Event:
+    """A declared scheduled event: demand in minutes [start, end) expected x multiplier."""
+
+    start: int
+    end: int
+    multiplier: float
+
 
 REASONS = ("forecast", "reactive", "event", "panic", "bound", "stabilization")
 
@@ -141,51 +148,43 @@ class ReplicaPolicy:
         return Decision(int(want), reason, est)
 
 
-class PredictivePolicy:
-    """Simulator adaptor: OnlineForecaster (calibrated quantile band) + ReplicaPolicy."""
+class PredictiveDecider:
+    """The predictive policy's decision for one app from the online forecaster's bands.
 
-    name = "predictive"
+    The one place that turns `OnlineForecaster.bands` into replicas: the replay's `PredictivePolicy` and the
+    operator's scaling core both call it, so the benchmark measures the code the operator runs."""
 
-    def __init__(self, online: OnlineConfig | None = None, **policy_kwargs):
-        self.online_cfg = online or OnlineConfig()
-        self.policy_kwargs = policy_kwargs
-
-    def reset(self, env: Env) -> None:
-        self.env = env
-        self.cfg = PolicyConfig(
-            capacity=env.capacity,
-            startup_delay=env.startup_delay,
-            min_replicas=env.min_replicas,
-            max_replicas=env.max_replicas,
-            events=tuple(env.events),
-            **self.policy_kwargs,
-        )
-        self.fc = OnlineForecaster(env.startup_delay + 1, self.online_cfg, env.events, env.capacity)
-        self.rp = ReplicaPolicy(self.cfg)
+    def __init__(self, cfg: PolicyConfig):
+        self.rp = ReplicaPolicy(cfg)
         self.last_upper: dict[int, float] = {}
 
-    def decide(self, t: int, observed: np.ndarray, current: int, ready: int) -> tuple[int, str]:
-        fc = self.fc
-        fc.observe_until(observed)
-        fc.step(t)
-        n_up = self.cfg.startup_delay + 1 + self.cfg.event_lead
-        D = self.cfg.startup_delay
-        upper = [fc.upper_window(t)] * (D + 1) + [fc.upper(t + k) for k in range(D + 1, n_up)]
-        last = float(observed[-1]) if len(observed) else math.nan
-        prev = float(observed[-2]) if len(observed) > 1 else math.nan
-        m_last = fc.multiplier(t - 1)
-        lu = self.last_upper.pop(t - 1, None)
+    @property
+    def cfg(self) -> PolicyConfig:
+        return self.rp.cfg
+
+    def horizon(self) -> int:
+        """Minutes of bands a decision needs (`OnlineForecaster.bands(t, n)`)."""
+        return self.cfg.startup_delay + 1 + self.cfg.event_lead
+
+    def decide(self, t: int, window_band: float, bands: np.ndarray, event_bands: np.ndarray | None, current: int,
+               last: float, prev: float, m_last: float = 1.0, m_prev: float = 1.0) -> Decision:
+        """Replicas at minute t. window_band: band of the window peak max(x_t .. x_{t+D}); bands[k]: band of
+        minute t + k; event_bands: the conservative band (declared events); last / prev: the raw demand of
+        minutes t - 1 / t - 2 (NaN if missing) and m_last / m_prev their declared-event multipliers."""
+        cfg = self.cfg
+        D = cfg.startup_delay
+        upper = [float(window_band)] * (D + 1) + [float(v) for v in bands[D + 1 : self.horizon()]]
         d = self.rp.decide(
             t,
             upper,
             current,
             last_load=last / m_last if last == last else None,
-            prev_load=prev / fc.multiplier(t - 2) if prev == prev else None,
-            last_upper=lu,
-            event_upper=[fc.upper_max(t + k) for k in range(n_up)] if self.cfg.events else None,
+            prev_load=prev / m_prev if prev == prev else None,
+            last_upper=self.last_upper.get(t - 1),
+            event_upper=event_bands if cfg.events else None,
         )
-        self.last_upper[t] = upper[0]
+        self.last_upper = {t: upper[0]}
         # Express reactive/panic estimates in real (event-inflated) load: scale by the multiplier.
         if m_last > 1.0 and d.reason in ("reactive", "panic"):
-            return int(min(self.cfg.max_replicas, math.ceil(d.replicas * m_last))), d.reason
-        return d.replicas, d.reason
+            d.replicas = int(min(cfg.max_replicas, math.ceil(d.replicas * m_last)))
+        return d

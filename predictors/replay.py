@@ -25,11 +25,13 @@ Model (the same rules for every policy)
   in valleys shorter than ``D``), hence the lower bound for replica-minutes.
 
 Baselines: `HPAPolicy` (Kubernetes HPA algorithm), `KPAPolicy` (Knative), `FixedPeakPolicy`; the
-predictive policy lives in `predictors.policy`.
+predictive policy is `PredictivePolicy`: the online forecaster (`predictors.online`) and the decision of
+`predictors.policy.PredictiveDecider`, the same two the operator's scaling core runs for every app.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -38,15 +40,10 @@ from typing import Protocol
 
 import numpy as np
 
+from predictors.online import OnlineConfig, OnlineForecaster
+from predictors.policy import Event, PolicyConfig, PredictiveDecider
 
-@dataclass(frozen=True)
-class Event:
-    """A declared scheduled event: demand in minutes [start, end) (series index) expected x multiplier."""
-
-    start: int
-    end: int
-    multiplier: float
-
+__all__ = ["Event", "Env", "PredictivePolicy", "HPAPolicy", "KPAPolicy", "FixedPeakPolicy", "replay", "simulate"]
 
 @dataclass(frozen=True)
 class Env:
@@ -57,6 +54,7 @@ class Env:
     min_replicas: int = 1
     max_replicas: int = 100_000
     events: tuple[Event, ...] = ()
+    minutes: int = 0  # length of the series (how much history a policy must be able to keep; set by `simulate`)
 
 
 class Policy(Protocol):
@@ -151,6 +149,7 @@ def simulate(
     init = int(min(env.max_replicas, max(env.min_replicas, math.ceil(r0 / env.capacity - 1e-9))))
     pods = [init] * decide_from
     reasons = ["init"] * decide_from
+    env = dataclasses.replace(env, minutes=n)
     policy.reset(env)
     D = env.startup_delay
     recent: deque[int] = deque([init] * (D + 1), maxlen=D + 1)  # d_{t-1-D} .. d_{t-1}
@@ -280,6 +279,41 @@ class FixedPeakPolicy:
         return math.ceil(self.peak / self.env.capacity - 1e-9), "bound"
 
 
+class PredictivePolicy:
+    """Simulator adaptor: the online forecaster (one row) + `PredictiveDecider`, as in the operator."""
+
+    name = "predictive"
+
+    def __init__(self, online: OnlineConfig | None = None, **policy_kwargs):
+        self.online_cfg = online or OnlineConfig()
+        self.policy_kwargs = policy_kwargs
+
+    def reset(self, env: Env) -> None:
+        self.env = env
+        cfg = PolicyConfig(capacity=env.capacity, startup_delay=env.startup_delay, min_replicas=env.min_replicas,
+                           max_replicas=env.max_replicas, events=tuple(env.events), **self.policy_kwargs)
+        self.decider = PredictiveDecider(cfg)
+        self.fc: OnlineForecaster | None = None
+
+    def decide(self, t: int, observed: np.ndarray, current: int, ready: int) -> tuple[int, str]:
+        fc = self.fc
+        if fc is None:  # sized to hold the whole series
+            n = self.env.minutes or len(observed)
+            fc = self.fc = OnlineForecaster(1, self.env.startup_delay + 1, self.online_cfg, capacity=self.env.capacity,
+                                            events=[self.env.events], memory=n)
+        while fc.now < len(observed):
+            fc.observe(observed[fc.now : fc.now + 1])
+        due = fc.due()
+        if len(due):
+            fc.select(due)
+        uw, up, um = fc.bands(t, self.decider.horizon())
+        last = float(observed[-1]) if len(observed) else math.nan
+        prev = float(observed[-2]) if len(observed) > 1 else math.nan
+        d = self.decider.decide(t, uw[0], up[0], um[0], current, last, prev,
+                                float(fc.multiplier(t - 1)[0]), float(fc.multiplier(t - 2)[0]))
+        return d.replicas, d.reason
+
+
 def make_policy(name: str, **kwargs) -> Policy:
     """Policy by name: hpa, kpa, fixed-peak, predictive (the oracle is `simulate_oracle`)."""
     if name == "hpa":
@@ -289,8 +323,6 @@ def make_policy(name: str, **kwargs) -> Policy:
     if name == "fixed-peak":
         return FixedPeakPolicy()
     if name == "predictive":
-        from predictors.policy import PredictivePolicy
-
         return PredictivePolicy(**kwargs)
     raise ValueError(f"unknown policy {name!r} (known: hpa, kpa, fixed-peak, predictive, oracle)")
 

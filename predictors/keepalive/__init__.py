@@ -4,8 +4,9 @@ See `simulator` for the accounting model, `policies` for the baselines (fixed ke
 histogram policy of "Serverless in the Wild", bounds) and `mpcloud` for mpcloud's policy.
 """
 
-from predictors.keepalive.policies import FixedKeepAlive, HybridHistogram, NeverUnload, Oracle, make_policy
 from predictors.keepalive.mpcloud import MpcloudPolicy
+from predictors.keepalive.policies import FixedKeepAlive, HybridHistogram, NeverUnload, Oracle
+from predictors.keepalive.registry import make_policy
 from predictors.keepalive.simulator import SimResult, simulate, summarize
 
 __all__ = [

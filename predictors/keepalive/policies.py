@@ -160,24 +160,3 @@ class HybridHistogram(WindowPolicy):
         lo = np.where(oob, np.maximum(1, np.floor(pred * (1 - self.oob_margin))), lo).astype(np.int64)
         hi = np.where(oob, np.ceil(pred * (1 + self.oob_margin)), hi).astype(np.int64)
         return lo, hi
-
-
-def make_policy(name: str) -> Policy:
-    """Policy from its CLI name: fixed-N, hybrid, hybrid-short, never-unload, oracle, mpcloud[-lN]."""
-    from predictors.keepalive.mpcloud import MpcloudPolicy
-
-    if name.startswith("fixed-"):
-        return FixedKeepAlive(int(name.split("-", 1)[1]))
-    if name == "hybrid":
-        return HybridHistogram()
-    if name == "hybrid-short":
-        return HybridHistogram(name="hybrid-short", fallback_minutes=10)
-    if name == "never-unload":
-        return NeverUnload()
-    if name == "oracle":
-        return Oracle()
-    if name == "mpcloud":
-        return MpcloudPolicy()
-    if name.startswith("mpcloud-l"):
-        return MpcloudPolicy(cold_cost_minutes=float(name[len("mpcloud-l"):]), name=name)
-    raise ValueError(f"unknown policy {name!r}")

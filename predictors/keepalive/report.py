@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.keepalive.policies import make_policy
+from predictors.keepalive.registry import make_policy
 from predictors.keepalive.simulator import simulate, summarize
 from predictors.traces import load_meta, load_trace
 

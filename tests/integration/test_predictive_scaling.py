@@ -71,6 +71,16 @@ def ticks(op) -> int:
     return int(float(line.split()[-1]))
 
 
+def scaling_env(monkeypatch, prometheus_url: str, namespace: str, lease: str) -> None:
+    """Environment of an operator that scales this test's namespace on the compressed trace clock."""
+    monkeypatch.setenv("MPCLOUD_PROMETHEUS_URL", prometheus_url)
+    monkeypatch.setenv("MPCLOUD_SCALING_TICK_SECONDS", str(TICK))
+    monkeypatch.setenv("MPCLOUD_SCALING_HISTORY_MINUTES", str(3 * 1440))
+    monkeypatch.setenv("MPCLOUD_SCALING_STARTUP_DELAY_MINUTES", str(D))
+    monkeypatch.setenv("MPCLOUD_LEASE_NAME", lease[:63])
+    monkeypatch.setenv("MPCLOUD_NAMESPACES", namespace)
+
+
 def wait_degraded(apps, op, name: str, ok, timeout: float, what: str) -> list[dict]:
     """Poll the app's ScalingDegraded condition until ok(condition); returns every distinct one seen.
     On timeout the failure names what was awaited, the conditions seen and the operator's log."""
@@ -101,12 +111,7 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
     deploy = client.AppsV1Api(api_client)
     server = None
     try:
-        monkeypatch.setenv("MPCLOUD_PROMETHEUS_URL", url)
-        monkeypatch.setenv("MPCLOUD_SCALING_TICK_SECONDS", str(TICK))
-        monkeypatch.setenv("MPCLOUD_SCALING_HISTORY_MINUTES", str(3 * 1440))
-        monkeypatch.setenv("MPCLOUD_SCALING_STARTUP_DELAY_MINUTES", str(D))
-        monkeypatch.setenv("MPCLOUD_LEASE_NAME", f"scaling-{namespace}"[:63])
-        monkeypatch.setenv("MPCLOUD_NAMESPACES", namespace)
+        scaling_env(monkeypatch, url, namespace, f"scaling-{namespace}")
         op = operator_factory("scaling").start().wait_ready()
 
         apps.create(app_body("pred", scaling=scaling("predictive"), replicas={"min": 1, "max": 20}))

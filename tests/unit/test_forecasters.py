@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from predictors.batch import forecast_batch
 from predictors.forecasters import BacktestSelector, GBQuantile, HoltWinters, SeasonalNaive
 from predictors.periodicity import detect_period, detect_period_batch
 
@@ -80,26 +79,18 @@ def test_selector_prefers_seasonal_on_sine():
     np.testing.assert_allclose(sel.predict(30).mean, truth(len(SINE), 30), atol=2.0)
 
 
-def test_forecast_batch_shapes_and_known_answers():
-    rows = np.vstack([SINE[: 3 * DAY], np.full(3 * DAY, 7.0), np.r_[np.full(2 * DAY, 5.0), np.full(DAY, 40.0)]])
-    rows[1, -10:-5] = np.nan
-    fb = forecast_batch(rows, 15, (0.5, 0.95))
-    assert fb.mean.shape == (3, 15) and fb.quantiles[0.95].shape == (3, 15)
-    assert list(fb.periods) == [DAY, 0, 0]
-    np.testing.assert_allclose(fb.mean[0], truth(3 * DAY, 15), rtol=0.02)
-    np.testing.assert_allclose(fb.mean[1], 7.0, atol=0.01)
-    np.testing.assert_allclose(fb.mean[2], 40.0, atol=0.5)
-    assert (fb.quantiles[0.95] >= fb.mean - 1e-4).all()
-
-
 def _run_online(x, D=2, capacity=1.0, **kw):
     from predictors.online import OnlineConfig, OnlineForecaster
 
-    fc = OnlineForecaster(D + 1, OnlineConfig(**kw), capacity=capacity)
-    for t in range(1, len(x) + 1):
-        fc.observe_until(x[:t])
-        fc.step(t)
+    fc = OnlineForecaster(1, D + 1, OnlineConfig(**kw), capacity=capacity, memory=len(x) + 1)
+    for v in x:
+        fc.observe([v])
+    fc.select(fc.due())
     return fc
+
+
+def _upper_window(fc, t):
+    return float(fc.bands(t, fc.h)[0][0])
 
 
 def test_online_band_covers_window_peak_and_follows_cost():
@@ -108,8 +99,8 @@ def test_online_band_covers_window_peak_and_follows_cost():
     cheap = _run_online(x, capacity=5.0, under_cost=1.0)
     safe = _run_online(x, capacity=5.0, under_cost=1000.0)
     t = len(x)
-    assert safe.upper_window(t) > cheap.upper_window(t)  # a costlier miss -> a wider band
-    assert safe.upper_window(t) >= np.percentile(x, 99)  # covers the window peak, not the mean
+    assert _upper_window(safe, t) > _upper_window(cheap, t)  # a costlier miss -> a wider band
+    assert _upper_window(safe, t) >= np.percentile(x, 99)  # covers the window peak, not the mean
 
 
 def test_online_learns_a_timer_and_block_structure():
@@ -117,48 +108,66 @@ def test_online_learns_a_timer_and_block_structure():
     x[::60] = 30.0  # hourly timer
     fc = _run_online(x, capacity=3.0, under_cost=100.0)
     t = len(x)  # next spike at minute t (t % 60 == 0)
-    assert fc.upper_window(t) >= 30.0  # the spike at minute t is covered
+    assert _upper_window(fc, t) >= 30.0  # the spike at minute t is covered
 
 
 def test_online_treats_zero_gap_in_busy_series_as_missing():
     x = np.full(600, 100.0)
     x[500:520] = 0.0
     fc = _run_online(x[:520])
-    assert np.isnan(fc.clean[-1]) and fc.level == pytest.approx(100.0)
+    assert np.isnan(fc.last()[0]) and fc.level[0] == pytest.approx(100.0)
 
 
 def test_online_chooses_sqrt_scale_for_count_noise_and_log_for_multiplicative():
     """Poisson noise around a daily cycle: the spread grows like sqrt(level) -> sqrt scale; noise that is a
     fixed fraction of a level spanning two orders of magnitude -> log scale."""
+    from predictors.online import TRANSFORM_NAMES
+
     rng = np.random.default_rng(1)
     t = np.arange(4 * 1440)
     lam = 200 + 180 * np.sin(2 * np.pi * t / 1440)
     poisson = rng.poisson(lam).astype(float)
-    assert _run_online(poisson, capacity=40.0, under_cost=100.0).transform == "sqrt"
+    assert TRANSFORM_NAMES[_run_online(poisson, capacity=40.0, under_cost=100.0).transform[0]] == "sqrt"
     mult = (np.exp(3 + 2 * np.sin(2 * np.pi * t / 1440)) * rng.lognormal(0, 0.3, len(t))).round()
-    assert _run_online(mult, capacity=20.0, under_cost=100.0).transform == "log"
+    assert TRANSFORM_NAMES[_run_online(mult, capacity=20.0, under_cost=100.0).transform[0]] == "log"
 
 
 def test_online_holt_candidate_projects_a_ramp():
-    from predictors.online import OnlineConfig, OnlineForecaster
-
-    fc = OnlineForecaster(3, OnlineConfig(damping=1.0), capacity=1.0)
-    x = 10.0 + 2.0 * np.arange(400)  # +2 per minute
-    fc.observe_until(x)
-    t = len(x)
+    fc = _run_online(10.0 + 2.0 * np.arange(400), damping=1.0)  # +2 per minute
+    x_last, t = 10.0 + 2.0 * 399, 400
     # the window peak is x[t + 2] = x[-1] + 6: Holt projects the slope, the EWMAs lag behind the last value
-    assert fc.window_point("holt", t) == pytest.approx(x[-1] + 6.0, abs=0.5)
-    assert fc.window_point("slow", t) < x[-1]
+    P = fc.window_points(t)[0]
+    assert P[fc.candidates.index("holt")] == pytest.approx(x_last + 6.0, abs=0.5)
+    assert P[fc.candidates.index("slow")] < x_last
 
 
 def test_online_calibrates_rising_minutes_separately():
-    from predictors.online import OnlineConfig, OnlineForecaster
+    from predictors.online import OnlineConfig
 
-    fc = OnlineForecaster(3, OnlineConfig(), capacity=1.0)
-    fc.observe_until(np.array([10.0] * 50 + [30.0]))  # last minute above the slow EWMA
-    rising = fc.run_bin()
-    fc2 = OnlineForecaster(3, OnlineConfig(), capacity=1.0)
-    fc2.observe_until(np.array([10.0] * 50 + [5.0]))
-    falling = fc2.run_bin()
-    assert rising == falling + len(OnlineConfig().run_edges)
+    rising = _run_online(np.array([10.0] * 50 + [30.0])).run_bin()[0]  # last minute above the slow EWMA
+    fc = _run_online(np.array([10.0] * 50 + [5.0]))
+    assert rising == fc.run_bin()[0] + len(OnlineConfig().run_edges)
     assert fc.n_bins() == 1 + 2 * len(OnlineConfig().run_edges)
+
+
+def test_online_rows_are_independent_and_load_equals_observing():
+    """Many rows at once give each row the bands it gets alone; `load` (a row's history replayed) ends in the
+    state of observing it all along."""
+    from predictors.online import OnlineForecaster
+
+    rng = np.random.default_rng(3)
+    t = np.arange(3 * 1440)
+    X = np.vstack([rng.poisson(50 + 40 * np.sin(2 * np.pi * t / 1440)), rng.poisson(5, len(t)),
+                   np.where(t % 60 == 0, 30, 0)]).astype(float)
+    caps = np.array([10.0, 1.0, 3.0])
+    together = OnlineForecaster(3, 3, capacity=caps, memory=len(t))
+    for j in range(len(t)):
+        together.observe(X[:, j])
+    together.select(together.due())
+    loaded = OnlineForecaster(3, 3, capacity=caps, first=0, now=len(t), memory=len(t))
+    loaded.load([2, 0], X[[2, 0]])
+    loaded.select([0, 2])
+    for r in range(3):
+        alone = _run_online(X[r], capacity=caps[r])
+        np.testing.assert_allclose(together.bands(len(t), 3, [r])[0], alone.bands(len(t), 3)[0], rtol=1e-9)
+    np.testing.assert_allclose(loaded.bands(len(t), 3, [0, 2])[0], together.bands(len(t), 3, [0, 2])[0], rtol=1e-9)

@@ -84,15 +84,18 @@ def test_predictive_rises_before_the_ramp_reactive_after():
     tl = run(s, apps, range(day3 + RAMP - 10, day3 + RAMP + 40))
     assert first_rise(tl["pred"]) <= day3 + RAMP - 2  # D = 2 minutes ahead
     assert first_rise(tl["reac"]) >= day3 + RAMP + 1
-    assert max(r for _, r, _ in tl["pred"]) == 12
+    # the calibrated band covers the plateau (12 replicas); the ramp's onset, under-forecast by the smoothed
+    # daily profile, widens it: replay and operator plan the same (tests/unit/test_scaling_equivalence.py)
+    assert 12 <= max(r for _, r, _ in tl["pred"]) <= 20
     assert tl["pred"][-1][1] == 1 and tl["reac"][-1][1] == 1  # scaled in after
-    # one range query per tick for both apps (they share the default query), history loaded once:
-    # newest first, `refill_chunks` (2) chunks a tick, so the cold load takes 3 ticks of 3 days
+    # one range query per tick for both apps (they share the default query), history loaded once, newest
+    # chunk first; a group this small gets its whole window in the first tick (`refill_points`)
     ticks = len(range(day3 + RAMP - 10, day3 + RAMP + 40))
     assert len([c for c in prom.calls if c[1] <= 4]) == ticks
     chunks = [c[1] for c in prom.calls if c[1] > 4]
     assert chunks[:5] == [720] * 5 and len(chunks) == 6
-    assert all(n <= 4 for _, n in prom.calls[9:])  # after the first 3 ticks: only the new minutes
+    assert all(n <= 4 for _, n in prom.calls[7:])  # after the first tick: only the new minutes
+    assert tl["pred"][0][2] == "forecast"  # forecasting from the first tick
 
 
 def test_prometheus_down_holds_replicas_and_flags_the_app():
@@ -134,20 +137,13 @@ def test_one_failing_query_group_does_not_block_others():
     assert outs[1].degraded[1] == "MetricsUnavailable" and outs[1].replicas == 1
 
 
-def test_forecast_failure_for_one_app_falls_back_for_that_app_only(monkeypatch):
+def test_forecast_failure_for_one_app_falls_back_for_that_app_only():
     apps = [app("a"), app("b")]
-    real = core.forecast_batch
-
-    def flaky(X, *args, **kw):
-        if len(X) > 1 or X[0, 0] < 0:
-            raise ValueError("boom")
-        return real(X, *args, **kw)
-
     prom = FakeProm([x.key for x in apps])
     s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, min_history=60))
     s.tick(apps, 3000 * TICK)
-    s.history.X[s.history.rows[("ns", "b")], 0] = -1  # makes b's forecast fail
-    monkeypatch.setattr(core, "forecast_batch", flaky)
+    s.fc.level[s.history.rows[("ns", "b")]] = np.inf  # makes b's forecast non-finite
+    s.fc._points = None
     a_out, b_out = s.tick(apps, 3000 * TICK + 1)
     assert a_out.degraded[0] == "False" and a_out.summary is not None
     assert b_out.degraded[1] == "ForecastFailed" and b_out.reason in ("reactive", "bound", "stabilization")
@@ -250,18 +246,21 @@ def test_backfill_under_a_live_series_is_found_by_the_periodic_refill():
     assert outs[-1].degraded == core.OK and known(s, a) == 1440
 
 
-def test_cold_load_is_spread_over_ticks_newest_first_and_the_period_follows():
+def test_cold_load_is_spread_over_ticks_newest_first_and_the_forecast_follows():
     a = app("x")
     prom = FakeProm([a.key])
-    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=3 * 1440, min_history=120))
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=3 * 1440, min_history=120, refill_points=0))
     m0 = 3 * 1440 + 100
     o = s.tick([a], m0 * TICK + 1)[0]
     assert len(prom.calls) == 1 + 2 and known(s, a) == 3 + 2 * 720  # recent minutes + the 2 newest chunks
-    assert o.degraded == core.OK and o.summary is not None  # forecasting from the first tick
+    # the tick does not wait for the rest: reactive meanwhile, and the condition says why
+    assert o.degraded[:2] == ("True", "WarmingUp") and o.reason == "reactive", o.degraded
     s.tick([a], (m0 + 1) * TICK + 1)
-    s.tick([a], (m0 + 2) * TICK + 1)
+    o = s.tick([a], (m0 + 2) * TICK + 1)[0]
     assert known(s, a) == 3 * 1440
-    assert s.states[a.uid].period == 1440  # detected again once all three days were there
+    assert o.degraded == core.OK and o.summary is not None  # loaded once all three days were there
+    row = s.history.rows[a.key]
+    assert s.fc.candidates[s.fc.chosen[row]].endswith("1440")  # the daily profile, from the whole history
 
 
 def test_failing_history_load_scales_reactively_and_says_why():
@@ -319,3 +318,16 @@ def test_deployment_replicas_owned_by_scaler_in_scaled_modes(mode, has_replicas)
                           [], deployment_replicas=6)
     assert st["desiredReplicas"] == (2 if has_replicas else 6)
     assert r.desired_replicas(app_) == (2 if has_replicas else 5)
+
+
+def test_large_group_refills_in_short_chunks_within_the_points_budget():
+    """10,000 apps x 720 minutes would be 7.2M points in one tick: a large group gets one shorter chunk a
+    tick instead (here 50 apps, a budget of 5,000 points: 100 minutes a tick, newest first)."""
+    apps = [app(f"a{i}", mode="scheduled") for i in range(50)]
+    prom = FakeProm([a.key for a in apps])
+    s = Scaler(prom, Settings(tick_seconds=TICK, history_minutes=1440, refill_points=50 * 100))
+    m0 = 5000
+    s.tick(apps, m0 * TICK + 1)
+    assert [n for _, n in prom.calls] == [3, 100] and known(s, apps[0]) == 3 + 100
+    s.tick(apps, (m0 + 1) * TICK + 1)
+    assert prom.spans[-1] == (m0 - 3 - 200, m0 - 3 - 100) and known(s, apps[7]) == 4 + 200

@@ -13,14 +13,25 @@ PromQL's `{window}` / `{minute}` placeholders are rendered from the tick, so a r
 
 Per tick: one range query per distinct PromQL (all apps using the default query share one) for the
 minutes since the last tick (plus `overlap`, for late scrapes); a rolling float32 matrix keeps the
-history; `predictors.batch.forecast_batch` forecasts every predictive app at once; a stateful
-`predictors.policy.ReplicaPolicy` per app takes max(forecast, reactive, event, panic, bounds) with
-stabilisation and step limits.
+history. The policy is the one the replay benchmark measures (`predictors.replay.PredictivePolicy`):
+one `predictors.online.OnlineForecaster` holds every predictive app as a row (each minute is observed
+for all rows at once; per-row model choice, bands and the hourly refits are batched), and a
+`predictors.policy.PredictiveDecider` per app turns its bands into replicas (max of forecast, reactive,
+event, panic, bounds, with stabilisation and step limits). `tests/unit/test_scaling_equivalence.py`
+checks that, on the same trace, this core's decisions equal the replay's minute by minute.
+
+Warm-up. An app's forecaster row is loaded from the history matrix (the same per-minute updates,
+replayed for those rows) once its history is in -- when it is added, and again when a refill brought
+minutes of its past -- in chunks while the tick's `load_seconds` last; its model is then selected (hourly
+per app, most overdue first, while the tick's `select_seconds` last: 10,000 apps' refits spread over the
+hour instead of stalling one tick). Until both happened the app is scaled reactively and ScalingDegraded
+says so (`WarmingUp`, with how many apps forecast already).
 
 History is what is known, not what was asked for. A minute is known once an answer had a sample for it;
 a failed query or a short answer (Prometheus restarting, replaying its WAL, backfilled later) never
 removes a known minute, and the minutes still missing are asked again ("refill", at most
-`refill_chunks` range queries per group and tick, newest first, so a cold start does not block a tick):
+at most `refill_points` points per group and tick -- a small group's whole window at once, a chunk of a
+few hundred minutes for 10,000 apps -- newest first, so a cold start does not block a tick):
 at once for a new app, when an app's series first appears (its metrics were not scraped yet when it was
 first loaded), and after a failed query (Prometheus may have restarted); otherwise after
 `refill_minutes`, doubling while nothing new turns up. A refill writes only into missing minutes.
@@ -41,10 +52,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from predictors.batch import forecast_batch
-from predictors.periodicity import detect_period_batch
-from predictors.policy import PolicyConfig, ReplicaPolicy
-from predictors.replay import Event
+from predictors.online import OnlineConfig, OnlineForecaster
+from predictors.policy import Event, PolicyConfig, PredictiveDecider
 
 log = logging.getLogger("mpcloud.scaling")
 
@@ -61,18 +70,29 @@ def render_query(query: str, tick_seconds: float) -> str:
 @dataclass
 class Settings:
     tick_seconds: float = 60.0
-    history_minutes: int = 2880  # 2 days: seasonal naive uses up to 3 cycles of what is there
+    history_minutes: int = 2880  # 2 days loaded; the forecaster keeps max(this, its 3-day backtest window)
     startup_delay: int = 2  # minutes from a scale-up request until the new pods serve
     event_lead: int = 5  # extra minutes of pre-scaling before a declared event
-    quantile: float = 0.9  # forecast band planned for
     overlap: int = 3  # minutes re-read every tick (late scrapes, rate windows)
     min_history: int = 120  # minutes of data before a forecast is trusted
-    period_refresh: int = 60  # minutes between period detections of an app
+    # Warm-up and refits are bounded per tick so that no tick waits for all apps: rows are loaded from history
+    # in chunks of `load_chunk` while the tick has spent less than `load_seconds` on it, and model selections
+    # (hourly per app, most overdue first) run while less than `select_seconds` went into them; the first
+    # `min_selects` due ones always run (so a handful of apps is never held back by a slow machine).
+    load_chunk: int = 250
+    load_seconds: float = 3.0
+    select_seconds: float = 5.0
+    min_selects: int = 16
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     chunk_points: int = 720  # steps per range query when loading history
-    refill_chunks: int = 2  # range queries per group and tick for missing minutes (bounds a cold tick)
+    # Missing minutes are asked for in at most `refill_points` points (minutes x apps) per group and tick:
+    # `refill_chunks` chunks of `chunk_points` minutes or more for small groups, one shorter chunk for large
+    # ones (10,000 apps: 200 minutes a tick), so a cold start never waits for the whole window
+    # (0: `refill_chunks` chunks whatever the group's size).
+    refill_chunks: int = 2
+    refill_points: int = 2_000_000
     refill_minutes: int = 10  # first retry of minutes still missing; doubles while nothing new turns up
     refill_max_minutes: int = 1440
-    period_candidates: tuple[int, ...] = (30, 60, 1440, 10080)
 
 
 @dataclass
@@ -246,12 +266,10 @@ class _Refill:
 
 @dataclass
 class _AppState:
-    policy: ReplicaPolicy
+    decider: PredictiveDecider
     down_window: int
     ups: deque = field(default_factory=lambda: deque(maxlen=1))
-    last_upper: dict[int, float] = field(default_factory=dict)
-    period: int = 0
-    period_at: int = -(10**9)
+    loaded: bool = False  # its forecaster row holds its history
 
 
 class Scaler:
@@ -266,7 +284,9 @@ class Scaler:
         self.seen: set[tuple[str, str]] = set()  # apps with at least one known minute since they were added
         self.grown: set[tuple[str, str]] = set()  # apps a refill added minutes to, this tick
         self.states: dict[str, _AppState] = {}  # by uid
+        self.fc: OnlineForecaster | None = None  # one row per history row (predictive apps' rows are used)
         self.timings: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # forecaster rows loaded / models selected this tick, apps not forecasting
 
     # ------------------------------------------------------------------ data
     def _fetch(self, query: str, first: int, end: int, keys: set[tuple[str, str]], single: tuple | None,
@@ -288,7 +308,7 @@ class Scaler:
                     gained[key] = gained.get(key, 0) + self.history.put(key, a, row, fill_only)
         return gained
 
-    def _missing_spans(self, keys: set[tuple[str, str]], lo: int, hi: int) -> list[tuple[int, int]]:
+    def _missing_spans(self, keys: set[tuple[str, str]], lo: int, hi: int, size: int) -> list[tuple[int, int]]:
         """Per chunk of [lo, hi) (newest first): the span from its first to its last minute that some
         app of the group does not know yet. Spans without a missing minute are not asked for."""
         h = self.history
@@ -296,8 +316,8 @@ class Scaler:
         a0, b0 = max(h.col(lo), 0), max(h.col(hi), 0)
         missing = ~np.isfinite(h.X[rows, a0:b0]).all(axis=0)
         spans = []
-        for b in range(b0, a0, -self.s.chunk_points):
-            a = max(a0, b - self.s.chunk_points)
+        for b in range(b0, a0, -size):
+            a = max(a0, b - size)
             idx = np.flatnonzero(missing[a - a0 : b - a0])
             if len(idx):
                 spans.append((lo + a - a0 + int(idx[0]), lo + a - a0 + int(idx[-1]) + 1))
@@ -307,16 +327,23 @@ class Scaler:
                 rf: _Refill) -> tuple[bool, bool]:
         """Ask for the group's missing minutes in [lo, hi), at most `refill_chunks` queries, going on
         below where the last tick stopped. Returns (something new became known, the pass is complete)."""
-        spans = self._missing_spans(keys, lo, hi if rf.below is None else min(hi, rf.below))
+        s, n = self.s, max(1, len(keys))
+        if not s.refill_points:
+            size, chunks = s.chunk_points, s.refill_chunks
+        elif n * s.chunk_points > s.refill_points:  # a large group: shorter chunks, one a tick
+            size, chunks = max(30, s.refill_points // n), 1
+        else:
+            size, chunks = s.chunk_points, max(s.refill_chunks, s.refill_points // (s.chunk_points * n))
+        spans = self._missing_spans(keys, lo, hi if rf.below is None else min(hi, rf.below), size)
         found = False
-        for a, b in spans[: self.s.refill_chunks]:
+        for a, b in spans[:chunks]:
             for key, n in self._fetch(query, a, b, keys, single, fill_only=True).items():
                 if n:
                     found = True
                     self.grown.add(key)
                     self.seen.add(key)
             rf.below = a
-        if len(spans) > self.s.refill_chunks:
+        if len(spans) > chunks:
             return found, False
         rf.below = None
         return found, True
@@ -369,6 +396,46 @@ class Scaler:
             self.fetched.pop(query, None)
         return errors, {q: rf.error for q, rf in self.refills.items() if rf.error}
 
+    # ------------------------------------------------------------------ forecaster
+    def _forecaster(self, m: int) -> OnlineForecaster:
+        """The forecaster, caught up to minute m: the minutes since the last tick observed for every row."""
+        s, h = self.s, self.history
+        fc = self.fc
+        if fc is None or m - fc.now > s.history_minutes or m < fc.now:  # first tick, or away too long: start over
+            fc = self.fc = OnlineForecaster(0, s.startup_delay + 1, s.online, first=m - s.history_minutes, now=m,
+                                            memory=s.history_minutes)
+            for st in self.states.values():
+                st.loaded = False
+        used = max(h.rows.values(), default=-1) + 1  # rows are handed out lowest first
+        if fc.n_rows < used:  # grow by a quarter at least: apps added one by one do not copy it every tick
+            fc.add_rows(max(used - fc.n_rows, fc.n_rows // 4))
+        while fc.now < m:
+            fc.observe(h.X[: fc.n_rows, h.col(fc.now)] if len(h.X) >= fc.n_rows else
+                       np.concatenate([h.X[:, h.col(fc.now)], np.full(fc.n_rows - len(h.X), np.nan, np.float32)]))
+        return fc
+
+    def _events(self, a: AppInput) -> tuple[Event, ...]:
+        t = self.s.tick_seconds
+        return tuple(Event(int(math.floor(st_ / t)), int(math.ceil(en / t)), mul) for st_, en, mul in a.events)
+
+    def _load(self, fc: OnlineForecaster, apps: list[AppInput], rows: np.ndarray, idx: list[int],
+              failed: dict[int, str]) -> None:
+        """Load these apps' forecaster rows from their history, from their first known minute."""
+        if not idx:
+            return
+        X = self.history.X[rows[idx]]
+        known = np.isfinite(X).any(axis=0)
+        first = int(np.argmax(known)) if known.any() else X.shape[1]
+        try:
+            fc.load(rows[idx], X[:, first:])
+        except Exception as exc:  # noqa: BLE001 - these apps scale reactively and say why
+            log.warning("loading the forecaster of %d apps failed: %s", len(idx), exc)
+            for i in idx:
+                failed[i] = f"loading history into the forecaster failed: {str(exc)[:200]}"
+            return
+        for i in idx:
+            self._state(apps[i]).loaded = True
+
     # ------------------------------------------------------------------ tick
     def tick(self, apps: list[AppInput], now: float) -> list[Outcome]:
         import time as _time
@@ -390,73 +457,94 @@ class Scaler:
             self.history.row(a.key)
             groups.setdefault(render_query(a.query, s.tick_seconds), []).append(a)
         errors, refill_errors = self._refresh(groups, m, added)
-        for a in apps:  # a refill added history: detect the period again on what is known now
-            if a.key in self.grown and a.uid in self.states:
-                self.states[a.uid].period_at = -(10**9)
         t1 = _time.perf_counter()
 
         rows = np.array([self.history.rows[a.key] for a in apps], dtype=np.int64)
         X = self.history.X[rows] if len(rows) else np.zeros((0, s.history_minutes), np.float32)
         have = np.isfinite(X).sum(axis=1) if len(rows) else np.zeros(0)  # known minutes, whole window
-        horizon = s.startup_delay + 1 + s.event_lead
-        # Forecast every predictive app with enough history, in one batch.
-        want = [i for i, a in enumerate(apps) if a.mode == "predictive" and have[i] >= s.min_history
-                and render_query(a.query, s.tick_seconds) not in errors]
-        uppers: dict[int, np.ndarray] = {}
+        fc = self._forecaster(m)
         failed: dict[int, str] = {}
-        if want:
-            self._update_periods(apps, X, want, m)
-            periods = np.array([self._state(apps[i]).period for i in want], dtype=np.int64)
-            try:
-                fc = forecast_batch(X[want], horizon, (s.quantile,), periods)
-                band = fc.quantiles[s.quantile]
-                for j, i in enumerate(want):
-                    uppers[i] = band[j]
-            except Exception as exc:  # noqa: BLE001 - retry one by one: one bad series must not block the rest
-                log.warning("batch forecast failed (%s); forecasting apps one by one", exc)
-                for j, i in enumerate(want):
-                    try:
-                        uppers[i] = forecast_batch(X[[i]], horizon, (s.quantile,), periods[[j]]).quantiles[s.quantile][0]
-                    except Exception as one:  # noqa: BLE001
-                        failed[i] = str(one)[:200]
-            for i in list(uppers):
-                if not np.all(np.isfinite(uppers[i])):
-                    failed[i] = "forecast is not finite"
-                    del uppers[i]
+        pending, active = [], []
+        for i, a in enumerate(apps):
+            st = self._state(a)
+            q = render_query(a.query, s.tick_seconds)
+            if a.mode != "predictive" or q in errors:
+                continue
+            r = int(rows[i])
+            events = self._events(a)
+            if fc.capacity[r] != a.capacity or fc.events[r] != events:
+                fc.configure(r, a.capacity, events)
+            if a.key in self.grown:  # a refill brought minutes of its past: load it again
+                st.loaded = False
+            rf = self.refills.get(q)
+            if not st.loaded and (rf is None or rf.below is None):  # its history is in (no refill pass half done)
+                pending.append(i)
+            active.append(i)
+        n_loaded = n_selected = 0
+        for k in range(0, len(pending), s.load_chunk):
+            if k and _time.perf_counter() - t1 >= s.load_seconds:
+                break
+            self._load(fc, apps, rows, pending[k : k + s.load_chunk], failed)
+            n_loaded += len(pending[k : k + s.load_chunk])
         t2 = _time.perf_counter()
+        # Model selections due (every refit period), most overdue first, at most `budget` a tick.
+        loaded = np.zeros(fc.n_rows, np.bool_)
+        loaded[[int(rows[i]) for i in active if self.states[apps[i].uid].loaded]] = True
+        due = fc.due()
+        due = due[loaded[due]]
+        bands: dict[int, tuple] = {}
+        try:
+            for k, r in enumerate(due):
+                if k >= s.min_selects and _time.perf_counter() - t2 >= s.select_seconds:
+                    break
+                fc.select([r])
+                n_selected += 1
+        except Exception as exc:  # noqa: BLE001 - the rows keep their last model
+            log.warning("model selection failed: %s", exc)
+        ready = [i for i in active if loaded[rows[i]] and fc.selected[rows[i]] and have[i] >= s.min_history
+                 and i not in failed]
+        t3 = _time.perf_counter()
+        horizon = s.startup_delay + 1 + s.event_lead
+        if ready:
+            try:
+                uw, up, um = fc.bands(m, horizon, rows[ready])
+                m1, m2 = fc.multiplier(m - 1, rows[ready]), fc.multiplier(m - 2, rows[ready])
+                for j, i in enumerate(ready):
+                    if np.isfinite(uw[j]) and np.isfinite(up[j]).all() and np.isfinite(um[j]).all():
+                        bands[i] = (float(uw[j]), up[j], um[j], float(m1[j]), float(m2[j]))
+                    else:
+                        failed[i] = "forecast is not finite"
+            except Exception as exc:  # noqa: BLE001 - forecasting failed: these apps scale reactively
+                log.warning("forecast failed: %s", exc)
+                for i in ready:
+                    failed[i] = str(exc)[:200]
+        warming = f"{sum(1 for i in active if i in bands)} of {len(active)} predictive apps forecasting"
         out = []
         for i, a in enumerate(apps):
             q = render_query(a.query, s.tick_seconds)
-            out.append(self._decide(a, i, X[i], m, uppers.get(i), failed.get(i), errors.get(q), int(have[i]), now,
-                                    refill_errors.get(q)))
-        t3 = _time.perf_counter()
-        self.timings = {"query": t1 - t0, "forecast": t2 - t1, "policy": t3 - t2, "total": t3 - t0}
+            st = self.states[a.uid]
+            waiting = None
+            if a.mode == "predictive" and i not in bands and i not in failed and have[i] >= s.min_history:
+                waiting = ("loading its history into the forecaster" if not st.loaded else
+                           "selecting its model") + f" ({warming})"
+            out.append(self._decide(a, X[i], m, bands.get(i), failed.get(i), errors.get(q), int(have[i]), now,
+                                    refill_errors.get(q), waiting, fc, int(rows[i])))
+        t4 = _time.perf_counter()
+        self.counts = {"loaded": n_loaded, "selected": n_selected, "waiting": len(active) - len(bands)}
+        self.timings = {"query": t1 - t0, "load": t2 - t1, "select": t3 - t2, "forecast": t4 - t3, "total": t4 - t0}
         return out
 
     def _state(self, a: AppInput) -> _AppState:
         st = self.states.get(a.uid)
         if st is None or st.down_window != a.down_window:
-            st = _AppState(ReplicaPolicy(PolicyConfig(capacity=a.capacity)), a.down_window,
-                           period=st.period if st else 0, period_at=st.period_at if st else -(10**9))
-            st.policy.recs = deque(maxlen=a.down_window)
+            st = _AppState(PredictiveDecider(PolicyConfig(capacity=a.capacity, down_window=a.down_window)),
+                           a.down_window, loaded=st.loaded if st else False)
             self.states[a.uid] = st
         return st
 
-    def _update_periods(self, apps: list[AppInput], X: np.ndarray, idx: list[int], m: int) -> None:
-        due = [i for i in idx if m - self._state(apps[i]).period_at >= self.s.period_refresh]
-        if not due:
-            return
-        try:
-            periods = detect_period_batch(X[due], self.s.period_candidates)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("period detection failed: %s", exc)
-            periods = np.zeros(len(due), dtype=np.int64)
-        for i, p in zip(due, periods):
-            st = self._state(apps[i])
-            st.period, st.period_at = int(p), m
-
-    def _decide(self, a: AppInput, i: int, x: np.ndarray, m: int, upper: np.ndarray | None, failed: str | None,
-                error: str | None, have: int, now: float, refill_error: str | None = None) -> Outcome:
+    def _decide(self, a: AppInput, x: np.ndarray, m: int, band: tuple | None, failed: str | None,
+                error: str | None, have: int, now: float, refill_error: str | None, waiting: str | None,
+                fc: OnlineForecaster, row: int) -> Outcome:
         s = self.s
         st = self._state(a)
         current = max(0, a.current)
@@ -474,32 +562,33 @@ class Scaler:
         prev = x[-2] if np.isfinite(x[-1]) and np.isfinite(x[-2]) else np.nan
         horizon = s.startup_delay + 1 + s.event_lead
         degraded = OK
-        used_forecast = upper is not None
-        if upper is None:  # scheduled mode, or the forecast is unavailable: plan for the last load
-            upper = np.full(horizon, float(last), dtype=np.float64)
-            if a.mode == "predictive":
-                degraded = (("True", "ForecastFailed", f"forecast failed ({failed}); scaling reactively") if failed else
-                            ("True", "InsufficientHistory",
-                             f"{have} of {s.min_history} minutes of history; scaling reactively"
-                             + (f" (loading history failed: {refill_error})" if refill_error else "")))
+        if band is None and a.mode == "predictive":
+            degraded = (("True", "ForecastFailed", f"forecast failed ({failed}); scaling reactively") if failed else
+                        ("True", "WarmingUp", f"{waiting}; scaling reactively") if waiting else
+                        ("True", "InsufficientHistory",
+                         f"{have} of {s.min_history} minutes of history; scaling reactively"
+                         + (f" (loading history failed: {refill_error})" if refill_error else "")))
         cfg = PolicyConfig(
             capacity=a.capacity, startup_delay=s.startup_delay, min_replicas=a.min_replicas,
             max_replicas=a.max_replicas, down_window=a.down_window, max_down_step=a.down_percent / 100,
             max_up_step=max(a.up_replicas, math.ceil(current * a.up_percent / 100)), event_lead=s.event_lead,
-            events=tuple(Event(int(math.floor(st_ / s.tick_seconds)), int(math.ceil(en / s.tick_seconds)), mul)
-                         for st_, en, mul in a.events),
+            events=self._events(a),
         )
-        st.policy.cfg = cfg
+        st.decider.rp.cfg = cfg
         try:
-            d = st.policy.decide(m, upper, current, last_load=float(last),
-                                 prev_load=float(prev) if np.isfinite(prev) else None,
-                                 last_upper=st.last_upper.pop(m - 1, None) if used_forecast else None)
+            if band is not None:
+                uw, up, um, m1, m2 = band
+                d = st.decider.decide(m, uw, up, um, current, float(x[-1]) if np.isfinite(x[-1]) else float(last),
+                                      float(prev), m1, m2)
+            else:  # scheduled mode, or no forecast: plan for the last load (declared events still pre-scale)
+                d = st.decider.rp.decide(m, np.full(horizon, float(last)), current, last_load=float(last),
+                                         prev_load=float(prev) if np.isfinite(prev) else None)
+                st.decider.last_upper = {}
         except Exception as exc:  # noqa: BLE001 - a policy failure holds this app only
             return Outcome(**base, replicas=hold, reason="hold", message=f"holding {hold} replicas: {exc}",
                            degraded=("True", "PolicyFailed", str(exc)[:300]), observed=float(last))
-        st.last_upper = {m: float(upper[0])} if used_forecast else {}
         replicas, reason = d.replicas, d.reason
-        if not used_forecast:  # the "forecast" was the last load: that is the reactive estimate
+        if band is None:  # the "forecast" was the last load: that is the reactive estimate
             d.estimates.pop("forecast", None)
             reason = "reactive" if reason == "forecast" else reason
         # Scale-up stabilization (HPA semantics): the lowest recommendation of the window.
@@ -512,18 +601,21 @@ class Scaler:
                 if replicas != d.replicas:
                     reason = "stabilization"
         est = ", ".join(f"{k} {v}" for k, v in sorted(d.estimates.items()))
-        peak_k = int(np.argmax(upper))
         summary = None
-        if used_forecast:
+        if band is not None:
+            uw, up = band[0], band[1]
+            peak_k = int(np.argmax(up)) if up[int(np.argmax(up))] > uw else 0
+            peak = max(uw, float(up[peak_k]))
+            model = f"{fc.candidates[int(fc.chosen[row])]}, {('log', 'sqrt')[int(fc.transform[row])]} band"
             summary = {
-                "model": "forecast_batch" + (f" (period {st.period} min)" if st.period else " (level+trend)"),
+                "model": f"online ({model})",
                 "generatedAt": datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "horizonMinutes": int(len(upper)),
-                "peakRequestsPerMinute": round(float(upper[peak_k]), 3),
+                "horizonMinutes": int(horizon),
+                "peakRequestsPerMinute": round(peak, 3),
                 "peakAt": datetime.fromtimestamp((m + peak_k) * s.tick_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "recommendedReplicas": int(d.estimates.get("forecast", 0)),
             }
         return Outcome(**base, replicas=int(replicas), reason=reason,
                        message=f"{reason}: {replicas} replicas (estimates: {est}; load {float(last):.1f}/min)",
-                       degraded=degraded, observed=float(last), forecast=float(upper[0]) if used_forecast else None,
+                       degraded=degraded, observed=float(last), forecast=band[0] if band is not None else None,
                        summary=summary)

@@ -1,7 +1,8 @@
 """The scaling loop in the operator: one thread, one batched tick per minute for every scaled app.
 
 Per tick: the MiniProgramApps from the watch cache, `core.Scaler.tick` (one range query per distinct PromQL,
-one batch forecast), then writes only where something changed: the Deployment's scale subresource
+the online forecaster updated for every app at once), then writes only where something changed: the
+Deployment's scale subresource
 (server-side apply, field manager `mpcloud-scaler`), the app's status (desiredReplicas, scalingReason,
 forecast, the ScalingDegraded condition), an Event per scale change, and metrics.
 
