@@ -32,10 +32,13 @@ def cluster() -> None:
 @click.option("--nodes", default=3, show_default=True, help="Simulated nodes (a third plain, the rest kata-capable).")
 @click.option("--port", type=int, default=None, help="API server port (default: a free one).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each readiness step.")
-def up(nodes: int, port: int | None, timeout: float) -> None:
+@click.option("--real-nodes", type=click.IntRange(min=0), default=None,
+              help="kubelet + containerd (runc) nodes on this host, tainted mpcloud.io/node=real "
+                   "[default: 1 where the host can run one, else 0]; 0: simulated nodes only.")
+def up(nodes: int, port: int | None, timeout: float, real_nodes: int | None) -> None:
     """Build (once, cached) and start the cluster; idempotent."""
     try:
-        path = local.up(nodes=nodes, port=port, log=_log, timeout=timeout)
+        path = local.up(nodes=nodes, port=port, log=_log, timeout=timeout, real_nodes=real_nodes)
     except (local.ClusterError, binaries.BuildError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"export KUBECONFIG={path}")
