@@ -221,7 +221,6 @@ def _source_key() -> str:
         for _, p, _, _ in _tree_entries(REPO_ROOT / top, top, _skip_source):
             if p is not None:
                 h.update(str(p.relative_to(REPO_ROOT)).encode() + b"\0" + p.read_bytes())
-    h.update((REPO_ROOT / "pyproject.toml").read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -230,15 +229,15 @@ def _skip_source(p: Path) -> bool:
     return p.name in ("__pycache__", "devenv") or p.suffix == ".pyc" or p.name.endswith(".egg-info")
 
 
-def operator_layer(log: Callable[[str], None]) -> Path:
-    """The operator's Python dependencies (wheels for CPython 3.11, Debian's python3) and its source."""
-    layer = images_dir() / "layers" / f"operator-{_source_key()}.tar"
+def python_deps_layer(log: Callable[[str], None]) -> Path:
+    """The operator's Python dependencies from pyproject.toml: wheels for CPython 3.11 (Debian's python3)."""
+    deps = _project_dependencies()
+    layer = images_dir() / "layers" / f"operator-deps-{_key(deps)}.tar"
     if layer.exists():
         return layer
-    log("building the operator layer (pip wheels + operator/ + predictors/)")
-    with tempfile.TemporaryDirectory(prefix="mpcloud-operator-image-") as tmp:
+    log("building the operator's dependency layer (pip wheels)")
+    with tempfile.TemporaryDirectory(prefix="mpcloud-operator-deps-") as tmp:
         site = Path(tmp) / "site"
-        deps = _project_dependencies()
         res = subprocess.run(
             ["python3", "-m", "pip", "install", "-q", "--no-compile", "--target", str(site),
              "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--platform",
@@ -246,11 +245,19 @@ def operator_layer(log: Callable[[str], None]) -> Path:
             capture_output=True, text=True)
         if res.returncode != 0:
             raise ImageError(f"pip install of the operator's dependencies failed: {res.stderr.strip()[-1500:]}")
-        entries = [("opt", None, 0o755, 0)]
-        entries += _tree_entries(site, "opt/mpcloud/site", lambda p: p.name == "__pycache__" or p.name == "bin")
-        for top in ("operator", "predictors"):
-            entries += _tree_entries(REPO_ROOT / top, f"opt/mpcloud/src/{top}", _skip_source)
-        _write_layer(layer, entries)
+        _write_layer(layer, [("opt", None, 0o755, 0), ("opt/mpcloud", None, 0o755, 0)]
+                     + _tree_entries(site, "opt/mpcloud/site", lambda p: p.name in ("__pycache__", "bin")))
+    return layer
+
+
+def operator_source_layer(log: Callable[[str], None]) -> Path:
+    """`operator/` and `predictors/` of this checkout, without the dev environment (as .dockerignore)."""
+    layer = images_dir() / "layers" / f"operator-src-{_source_key()}.tar"
+    if not layer.exists():
+        log("building the operator's source layer")
+        _write_layer(layer, [("opt", None, 0o755, 0), ("opt/mpcloud", None, 0o755, 0), ("opt/mpcloud/src", None, 0o755, 0)]
+                     + [e for top in ("operator", "predictors")
+                        for e in _tree_entries(REPO_ROOT / top, f"opt/mpcloud/src/{top}", _skip_source)])
     return layer
 
 
@@ -260,7 +267,10 @@ def _project_dependencies() -> list[str]:
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-def build(log: Callable[[str], None] = print, names: Iterable[str] = ("pause", "debian-python", "operator")) -> dict[str, Image]:
+NAMES = ("pause", "debian-python", "operator")
+
+
+def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> dict[str, Image]:
     """Build (cached layers reused) and write the archives of `names`; return name -> Image."""
     names = list(names)
     out: dict[str, Image] = {}
@@ -272,7 +282,7 @@ def build(log: Callable[[str], None] = print, names: Iterable[str] = ("pause", "
             out["debian-python"] = Image("debian-python", [base], ["/usr/bin/python3"])
         if "operator" in names:
             out["operator"] = Image(
-                "operator", [base, operator_layer(log)], ["/usr/bin/python3", "-m", "mpcloud_operator"],
+                "operator", [base, python_deps_layer(log), operator_source_layer(log)], ["/usr/bin/python3", "-m", "mpcloud_operator"],
                 cmd=["operator", "run"], user=f"{OPERATOR_UID}:{OPERATOR_UID}",
                 env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/opt/mpcloud/src/operator:/opt/mpcloud/src:/opt/mpcloud/site",
                      "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"])

@@ -11,6 +11,7 @@ State lives in `$MPCLOUD_HOME` (default `~/.local/share/mpcloud`): `kwok/` (kwok
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Callable
 
 import yaml
 
-from mpcloud_operator.devenv.cluster import binaries, realnode
+from mpcloud_operator.devenv.cluster import binaries, images, realnode
 from mpcloud_operator.devenv.ports import free_port, port_free
 
 CLUSTER_NAME = "mpcloud"
@@ -66,8 +67,21 @@ def _kwokctl(args: list[str], timeout: float = 180, check: bool = True) -> subpr
     return res
 
 
-def _kwokctl_config(port: int) -> dict:
+def _kwokctl_config(port: int, real_nodes: int) -> dict:
     b = binaries.binary_path
+    apiserver_args = [
+        {"key": "service-cluster-ip-range", "value": SERVICE_CIDR},
+        # Logs, exec and port-forward of pods on real nodes: the API server calls their kubelet as admin
+        # (a kubelet authorizes it by webhook; it does not verify the kubelet's self-issued serving cert).
+        {"key": "kubelet-client-certificate", "value": str(_pki_dir() / "admin.crt")},
+        {"key": "kubelet-client-key", "value": str(_pki_dir() / "admin.key")},
+        # A real node's name is no DNS name here; its InternalIP is the bridge address.
+        {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
+    ]
+    if real_nodes:
+        # In-cluster clients on a real node reach the API server through the `kubernetes` Service, whose
+        # endpoint is this host's default-interface address (the certificate names it): listen there too.
+        apiserver_args.append({"key": "bind-address", "value": "0.0.0.0"})
     return {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
@@ -87,19 +101,13 @@ def _kwokctl_config(port: int) -> dict:
             "etcdVersion": binaries.ETCD_VERSION.lstrip("v"),
             "kwokVersion": binaries.KWOK_VERSION,
             "quietPull": True,
+            # In-cluster clients verify the API server as the `kubernetes` Service's ClusterIP.
+            "kubeApiserverCertSANs": [str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))],
         },
         # kube-apiserver's default Service range is a /24 (254 ClusterIPs) and kwok's pod range too small
         # for benchmarks with thousands of apps: give both room.
         "componentsPatches": [
-            {"name": "kube-apiserver", "extraArgs": [
-                {"key": "service-cluster-ip-range", "value": SERVICE_CIDR},
-                # Logs, exec and port-forward of pods on real nodes: the API server calls their kubelet as admin
-                # (a kubelet authorizes it by webhook; it does not verify the kubelet's self-issued serving cert).
-                {"key": "kubelet-client-certificate", "value": str(_pki_dir() / "admin.crt")},
-                {"key": "kubelet-client-key", "value": str(_pki_dir() / "admin.key")},
-                # A real node's name is no DNS name here; its InternalIP is the bridge address.
-                {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
-            ]},
+            {"name": "kube-apiserver", "extraArgs": apiserver_args},
             {"name": "kwok-controller", "extraArgs": [
                 {"key": "cidr", "value": POD_CIDR},
                 # kwokctl makes kwok manage every node; a real node's status and pods belong to its kubelet.
@@ -173,11 +181,6 @@ def _node_names(plan: NodePlan) -> list[tuple[str, bool]]:
     return [(f"kata-node-{i}", True) for i in range(plan.kata)] + [(f"plain-node-{i}", False) for i in range(plan.plain)]
 
 
-def real_nodes_default() -> int:
-    """1 where this host can run a real node (root, cgroups, the Debian packages), else 0 (kwok only)."""
-    return 0 if realnode.host_problems() else 1
-
-
 def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = print, timeout: float = 120,
        real_nodes: int | None = None) -> Path:
     """Bring the cluster up (idempotent): build/cached binaries, control plane, nodes, RuntimeClasses.
@@ -206,7 +209,7 @@ def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = pri
         port = port or free_port()
         home().mkdir(parents=True, exist_ok=True)
         config = home() / "kwokctl.yaml"
-        config.write_text(yaml.safe_dump(_kwokctl_config(port), sort_keys=False))
+        config.write_text(yaml.safe_dump(_kwokctl_config(port, real_nodes), sort_keys=False))
         log(f"starting etcd, kube-apiserver (127.0.0.1:{port}), controller-manager, scheduler, kwok")
         try:
             _kwokctl(["create", "cluster", "--config", str(config),
@@ -259,10 +262,22 @@ def _ensure_real_nodes(count: int, log: Callable[[str], None], timeout: float) -
     for i in range(count):
         try:
             state = realnode.start_node(home(), i, _server(), _pki_dir(), log, timeout)
-            if i == 0:
+            if i == 0 and (problem := realnode.kube_proxy_problem()) and "kube-proxy" not in state.pids:
+                log(f"no kube-proxy for this cluster, so no Services on its real nodes: {problem}")
+            elif i == 0:
                 realnode.start_kube_proxy(state, _server(), _pki_dir(), realnode.POD_NETWORK.with_prefixlen, log)
         except realnode.RealNodeError as exc:
             raise ClusterError(str(exc)) from exc
+
+
+def build_images(names: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, images.Image]:
+    """Build the project's images (`images.py`) and import them into every running real node's containerd."""
+    built = images.build(log, names=names or images.NAMES)
+    for state in realnode.states(home()):
+        if realnode.pid_alive(state.pids.get("containerd", 0)):
+            images.import_into(state.socket, built.values())
+            log(f"imported {', '.join(i.ref for i in built.values())} into {state.name}")
+    return built
 
 
 def _drain(node: str, timeout: float = 30) -> None:

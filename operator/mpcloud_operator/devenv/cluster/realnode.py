@@ -56,6 +56,14 @@ KUBELET_CHAINS = (("filter", "KUBE-FIREWALL", ("INPUT", "OUTPUT")), ("filter", "
                   ("mangle", "KUBE-IPTABLES-HINT", ()))
 
 
+# Host paths the kubelet and containerd create whatever their configured roots (the device-plugin socket
+# path is fixed, netns mounts, libcni's cache, shim sockets, log symlinks). Those that did not exist
+# before a node started are removed on `down` once empty (a socket only when nothing listens on it).
+HOST_PATHS = ("/var/lib/kubelet/device-plugins/kubelet.sock", "/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
+              "/var/log/containers", "/run/netns", "/var/lib/cni/results", "/var/lib/cni", "/run/containerd/s",
+              "/run/containerd")
+
+
 class RealNodeError(RuntimeError):
     """This host cannot run a real node, or one failed to start; the message says why."""
 
@@ -95,6 +103,7 @@ class NodeState:
     pids: dict[str, int] = field(default_factory=dict)
     tunables: dict[str, str] = field(default_factory=dict)  # kernel tunables before the kubelet ran
     nft_tables: list[str] = field(default_factory=list)  # "family name" of the nftables tables before it ran
+    host_paths: list[str] = field(default_factory=list)  # which of HOST_PATHS existed before it ran
 
     @property
     def path(self) -> Path:
@@ -435,7 +444,7 @@ def start_node(home: Path, index: int, server: str, pki: Path, log: Callable[[st
         name=name, dir=str(node_dir), bridge=f"mpc{short}-{index}", subnet=str(subnet),
         gateway=str(next(subnet.hosts())), cgroup_root=f"/mpcloud-{short}-{index}",
         kubelet_port=free_port(), kubelet_healthz_port=free_port(), tunables=_read_tunables(),
-        nft_tables=_nft_tables())
+        nft_tables=_nft_tables(), host_paths=[p for p in HOST_PATHS if os.path.lexists(p)])
     state.save()
     try:
         return _start_node(state, server, pki, log, timeout)
@@ -499,9 +508,6 @@ def start_kube_proxy(state: NodeState, server: str, pki: Path, cluster_cidr: str
     """One kube-proxy (nftables) for the host, registered as `state`'s node."""
     if "kube-proxy" in state.pids and pid_alive(state.pids["kube-proxy"]):
         return
-    problem = kube_proxy_problem()
-    if problem:
-        raise RealNodeError(f"cannot start kube-proxy: {problem}")
     own = state.path / "pki"
     crt, key = _issue_cert(own, pki / "ca.crt", pki / "ca.key", "kube-proxy", "/CN=system:kube-proxy")
     kubeconfig = own / "kube-proxy.kubeconfig"
@@ -619,6 +625,7 @@ def stop_node(state: NodeState, log: Callable[[str], None] = print) -> None:
         if link.is_symlink() and os.readlink(link).startswith(state.dir):
             link.unlink()
     _remove_cgroups(state.cgroup_root)
+    _remove_host_paths(state.host_paths)
     for tunable, value in state.tunables.items():
         path = Path("/proc/sys", tunable)
         if path.exists() and path.read_text().strip() != value:
@@ -648,6 +655,27 @@ def _create_cgroups(root: str) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             if (hierarchy / name).exists() and not (target / name).read_text().strip():
                 (target / name).write_text((hierarchy / name).read_text())
+
+
+def _remove_host_paths(existed: list[str]) -> None:
+    import socket
+
+    for path in HOST_PATHS:  # deepest first
+        p = Path(path)
+        if path in existed or not os.path.lexists(p):
+            continue
+        if p.is_socket():
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(path)
+                    continue  # someone serves it
+                except OSError:
+                    p.unlink(missing_ok=True)
+        elif p.is_dir():
+            try:
+                p.rmdir()
+            except OSError:
+                pass
 
 
 def _remove_cgroups(root: str) -> None:
