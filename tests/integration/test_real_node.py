@@ -216,3 +216,37 @@ def test_deleting_the_namespace_cleans_up_containers_and_network(api_client, rea
     addrs = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True).stdout
     assert not any(ip in addrs for ip in ips)
     assert not any(ip in json.dumps(core.list_pod_for_all_namespaces().to_dict(), default=str) for ip in ips)
+
+
+def test_operator_image_runs_in_cluster_and_reconciles_an_app(api_client, namespace, real_node, kubeconfig,
+                                                              mpcloud_installed, running_operator, operator_factory):
+    import signal
+
+    import yaml
+
+    from mpcloud_operator.devenv.cluster import install
+    from tests.integration.test_miniprogramapp import Apps, app_body
+
+    image = local.build_images(["operator"], log=lambda m: print(f"[image] {m}"))["operator"].ref
+    apps_api, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    # The in-cluster operator must be the only one: the session's (host process) releases the Lease on SIGTERM.
+    assert running_operator["op"].stop(signal.SIGTERM) == 0
+    docs = install.operator_deployment(image, TOLERATION, {realnode.NODE_LABEL: realnode.NODE_LABEL_VALUE})
+    try:
+        install.kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        # Ready = /readyz through the kubelet's probe = the process holds the Lease with in-cluster credentials.
+        wait_until(lambda: (apps_api.read_namespaced_deployment("mpcloud-operator", "mpcloud-system").status
+                            .ready_replicas or 0) == 1, timeout=120, what="the in-cluster operator Ready")
+        pod = core.list_namespaced_pod("mpcloud-system", label_selector="app.kubernetes.io/name=mpcloud-operator").items[0]
+        assert pod.spec.node_name == real_node and pod.status.container_statuses[0].image == image
+        apps = Apps(api_client, namespace)
+        apps.create(app_body("in-cluster"))
+        apps.wait_ready("in-cluster", timeout=90)
+        assert apps.apps.read_namespaced_deployment("in-cluster", namespace).metadata.labels[
+            "app.kubernetes.io/managed-by"] == "mpcloud"
+        logs = core.read_namespaced_pod_log(pod.metadata.name, "mpcloud-system")
+        assert f"{namespace}/in-cluster" in logs
+    finally:
+        install.kubectl(kubeconfig, "delete", "-f", "-", "--wait=true", "--timeout=60s", input=yaml.safe_dump_all(docs),
+                        check=False)
+        running_operator["op"] = operator_factory("after-in-cluster").start().wait_ready(timeout=60)

@@ -37,7 +37,7 @@ BASE_PACKAGES = ("python3", "ca-certificates")
 # 2026-01-01: fixed timestamps make layers (and so digests) depend on content only.
 EPOCH = 1767225600
 REPO_ROOT = Path(__file__).resolve().parents[4]
-OPERATOR_UID = 65532
+NONROOT_UID = 65532  # distroless' "nonroot", as manifests/operator.yaml runs it
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -192,7 +192,7 @@ def base_layer(log: Callable[[str], None]) -> Path:
     """Debian `SUITE` with BASE_PACKAGES, from Debian's repositories (the host's apt sources)."""
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed: `apt-get install mmdebstrap` (make images does it)")
-    layer = images_dir() / "layers" / f"debian-python-{_key(SUITE, BASE_PACKAGES)}.tar"
+    layer = images_dir() / "layers" / f"debian-python-{_key(SUITE, BASE_PACKAGES, NONROOT_UID)}.tar"
     if layer.exists():
         return layer
     log(f"building the Debian {SUITE} base with {', '.join(BASE_PACKAGES)} (mmdebstrap)")
@@ -205,6 +205,9 @@ def base_layer(log: Callable[[str], None]) -> Path:
          "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
          "--dpkgopt=path-include=/usr/share/doc/*/copyright", "--dpkgopt=path-exclude=/usr/share/locale/*",
          "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*",
+         # The unprivileged user the operator (and restricted pods) run as; tools like getpass need its entry.
+         f"--customize-hook=echo 'nonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/usr/sbin/nologin' >> \"$1\"/etc/passwd"
+         f" && echo 'nonroot:x:{NONROOT_UID}:' >> \"$1\"/etc/group && install -d -o {NONROOT_UID} -g {NONROOT_UID} \"$1\"/home/nonroot",
          SUITE, str(tmp)],
         capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -283,7 +286,7 @@ def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> d
         if "operator" in names:
             out["operator"] = Image(
                 "operator", [base, python_deps_layer(log), operator_source_layer(log)], ["/usr/bin/python3", "-m", "mpcloud_operator"],
-                cmd=["operator", "run"], user=f"{OPERATOR_UID}:{OPERATOR_UID}",
+                cmd=["operator", "run"], user=f"{NONROOT_UID}:{NONROOT_UID}",
                 env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/opt/mpcloud/src/operator:/opt/mpcloud/src:/opt/mpcloud/site",
                      "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"])
     for image in out.values():
@@ -306,15 +309,16 @@ def ref(name: str) -> str:
 
 
 def import_into(containerd_socket: Path, images: Iterable[Image]) -> None:
-    """Load the archives into containerd's CRI namespace (k8s.io), unpacked for its overlayfs snapshotter."""
+    """Load the archives into containerd's CRI namespace (k8s.io), unpacked for its overlayfs snapshotter;
+    skip those it already has (the tag is the content's digest)."""
+    present = subprocess.run(["ctr", "--address", str(containerd_socket), "-n", "k8s.io", "images", "list", "-q"],
+                             capture_output=True, text=True, timeout=60).stdout.split()
     for image in images:
         assert image.archive is not None
+        if image.ref in present:
+            continue
         res = subprocess.run(["ctr", "--address", str(containerd_socket), "-n", "k8s.io", "images", "import",
                               str(image.archive)], capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             raise ImageError(f"ctr images import {image.archive} failed: {res.stderr.strip()[-1000:]}")
 
-
-def built_names() -> list[str]:
-    """Images whose archives exist (built by an earlier `mpcloud image build`)."""
-    return [n for n in _load_refs() if (images_dir() / "archives" / f"{n}.tar").exists()]

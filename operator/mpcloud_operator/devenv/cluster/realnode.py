@@ -465,9 +465,8 @@ def _start_node(state: NodeState, server: str, pki: Path, log: Callable[[str], N
     _start(state, "containerd", ["containerd", "--config", str(node_dir / "containerd" / "config.toml")])
     _wait(lambda: state.socket.exists() and ctr(state, "version", check=False).returncode == 0, 30,
           "containerd to answer", state, "containerd")
-    built = [pause] + [images.Image(n, [], [], archive=images.images_dir() / "archives" / f"{n}.tar")
-                       for n in images.built_names() if n != "pause"]
-    images.import_into(state.socket, built)
+    # Only the sandbox image: others are imported by `mpcloud image build` (or a test that needs them).
+    images.import_into(state.socket, [pause])
 
     ca_crt, ca_key = pki / "ca.crt", pki / "ca.key"
     own = node_dir / "pki"
