@@ -251,6 +251,10 @@ def _server() -> str:
 
 def _ensure_real_nodes(count: int, log: Callable[[str], None], timeout: float) -> None:
     """Start `count` real nodes (and one kube-proxy) and stop any beyond it; the kubelets register themselves."""
+    config = home() / "kwokctl.yaml"
+    if count and config.exists() and "0.0.0.0" not in config.read_text():
+        log("note: the API server was started without real nodes and listens on 127.0.0.1 only, so pods cannot "
+            "reach it (in-cluster clients fail); `mpcloud cluster down` and `up` again to fix that")
     running = {s.name: s for s in realnode.states(home())}
     wanted = [realnode.node_name(i) for i in range(count)]
     for name, state in running.items():

@@ -323,6 +323,8 @@ def _start(state: NodeState, name: str, cmd: list[str]) -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives name process groups, never one of ours
+        return False
     try:
         os.kill(pid, 0)
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
