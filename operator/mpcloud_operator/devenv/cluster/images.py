@@ -135,6 +135,9 @@ def _apt_download(package: str, into: Path) -> Path:
     if found:
         return found[-1]
     res = subprocess.run(["apt-get", "download", package], cwd=into, capture_output=True, text=True)
+    if res.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+        res = subprocess.run(["apt-get", "download", package], cwd=into, capture_output=True, text=True)
     found = sorted(into.glob(f"{package}_*.deb"))
     if res.returncode != 0 or not found:
         raise ImageError(f"`apt-get download {package}` failed: {res.stderr.strip()[-500:]}")
