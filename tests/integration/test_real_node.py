@@ -136,7 +136,7 @@ def _web_deployment(image: str, replicas: int = 2) -> dict:
                      "template": {"metadata": {"labels": {"app": "web"}}, "spec": spec}}}
 
 
-def test_readiness_probe_and_service_from_host_and_pod(api_client, namespace, real_node, base_image):
+def test_readiness_probe_and_service_from_host_and_pod_by_ip_and_name(api_client, namespace, real_node, base_image):
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
     apps.create_namespaced_deployment(namespace, _web_deployment(base_image))
     wait_until(lambda: (apps.read_namespaced_deployment("web", namespace).status.ready_replicas or 0) == 2,
@@ -165,11 +165,16 @@ def test_readiness_probe_and_service_from_host_and_pod(api_client, namespace, re
     answers |= {from_host() for _ in range(20)}
     assert answers == names  # both replicas answer, through the ClusterIP
 
-    client_script = f"import urllib.request; print(urllib.request.urlopen('http://{ip}/', timeout=5).read().decode())"
+    # From another pod: by ClusterIP, and by the Service's DNS names (the node's CoreDNS, the pod's search path).
+    client_script = ("import socket, urllib.request\n"
+                     f"for url in ('http://{ip}/', 'http://web/', 'http://web.{namespace}.svc.cluster.local/'):\n"
+                     "    print(url, urllib.request.urlopen(url, timeout=5).read().decode())\n"
+                     f"print('resolved', socket.gethostbyname('web.{namespace}.svc'))\n")
     core.create_namespaced_pod(namespace, _pod("caller", base_image, ["python3", "-c", client_script]))
     done = wait_until(lambda: _terminated(core, "caller", namespace), timeout=60, what="the caller pod finished")
-    logs = core.read_namespaced_pod_log("caller", namespace).strip()
-    assert done.exit_code == 0 and logs in names, logs
+    lines = core.read_namespaced_pod_log("caller", namespace).strip().splitlines()
+    assert done.exit_code == 0 and len(lines) == 4, lines
+    assert all(line.split()[1] in names for line in lines[:3]) and lines[3] == f"resolved {ip}", lines
 
 
 def test_untolerating_pods_never_land_on_the_real_node(api_client, namespace, real_node):

@@ -22,6 +22,10 @@ def test_kubelet_config_fits_this_host_and_taints_the_node(tmp_path):
     assert cfg["registerWithTaints"] == [{"key": "mpcloud.io/node", "value": "real", "effect": "NoSchedule"}]
     assert cfg["oomScoreAdj"] >= 0  # never lower than root here may set
     assert cfg["address"] == "10.89.7.1" and cfg["readOnlyPort"] == 0 and cfg["authorization"]["mode"] == "Webhook"
+    assert cfg["clusterDNS"] == ["10.89.7.1"]  # the node's CoreDNS, bound to its bridge address
+    state = _state(tmp_path)
+    corefile = realnode.corefile(state, tmp_path / "kc")
+    assert "bind 10.89.7.1" in corefile and f"kubernetes {realnode.CLUSTER_DOMAIN}" in corefile
     # Nothing under /var/lib/kubelet or /var/log/pods: state stays in the node's directory.
     assert cfg["podLogsDir"].startswith(str(tmp_path)) and cfg["containerRuntimeEndpoint"] == f"unix://{tmp_path}/containerd/containerd.sock"
 

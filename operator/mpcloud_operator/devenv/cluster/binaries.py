@@ -23,6 +23,7 @@ from typing import Callable, Collection
 KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+COREDNS_VERSION = "v1.15.0"
 
 _KUBE_LDFLAGS = " ".join(
     f"-X k8s.io/component-base/version.{k}={v}"
@@ -68,6 +69,8 @@ BUILD_SETS = (
         {"kwok": "sigs.k8s.io/kwok/cmd/kwok", "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl"},
         f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}",
     ),
+    # The real nodes' cluster DNS (`realnode.py`).
+    BuildSet("coredns", COREDNS_VERSION, {"coredns": "github.com/coredns/coredns"}),
 )
 
 
@@ -90,7 +93,7 @@ def binary_path(name: str) -> Path:
     raise KeyError(name)
 
 
-NODE_BINARIES = frozenset({"kubelet", "kube-proxy"})  # only a cluster with real nodes needs them
+NODE_BINARIES = frozenset({"kubelet", "kube-proxy", "coredns"})  # only a cluster with real nodes needs them
 
 
 def missing(names: Collection[str] | None = None) -> list[str]:

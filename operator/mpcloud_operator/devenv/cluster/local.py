@@ -263,6 +263,9 @@ def _ensure_real_nodes(count: int, log: Callable[[str], None], timeout: float) -
             realnode.wait_idle(state)
             realnode.stop_node(state, log)
             kubectl(["delete", "node", name, "--ignore-not-found", "--wait=false"], check=False)
+    if count:
+        kubectl(["apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install", "-f", "-"],
+                input=yaml.safe_dump_all(realnode.DNS_RBAC))
     for i in range(count):
         try:
             state = realnode.start_node(home(), i, _server(), _pki_dir(), log, timeout)

@@ -3,8 +3,9 @@
 kwok's nodes only simulate pods. A real node runs them: its own containerd (Debian's, runc only — this host
 can run neither Kata, whose KVM device is a nested PVM stock guest kernels do not boot on, nor gVisor, whose
 shim needs CAP_SYS_RESOURCE), a kubelet built from the control plane's own module graph (`binaries.py`), and
-a Linux bridge the CNI `bridge` plugin plugs pods into. One kube-proxy (nftables mode, table `kube-proxy`)
-routes Services for pods and for processes on the host. No cluster DNS: pods use the host's resolv.conf.
+a Linux bridge the CNI `bridge` plugin plugs pods into, and a CoreDNS on the bridge address as the pods'
+cluster DNS (`<svc>.<ns>.svc.cluster.local`; anything else forwarded to the host's resolvers). One kube-proxy
+(nftables mode, table `kube-proxy`) routes Services for pods and for processes on the host.
 
 Every node is tainted and labelled `mpcloud.io/node=real` (NoSchedule), with no Kata label: only pods that
 tolerate the taint land there, so workloads written for the simulated nodes never do.
@@ -41,6 +42,17 @@ TAINT = {"key": NODE_LABEL, "value": NODE_LABEL_VALUE, "effect": "NoSchedule"}
 # Pods plug into a /24 of this range; each cluster home hashes to its own /24s, skipping ones in use.
 POD_NETWORK = ipaddress.ip_network("10.89.0.0/16")
 CNI_BIN_DIR = Path("/usr/lib/cni")
+CLUSTER_DOMAIN = "cluster.local"
+DNS_USER = "mpcloud:dns"
+# What CoreDNS's kubernetes plugin reads (its upstream ClusterRole `system:coredns`), for its client certificate.
+DNS_RBAC = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": DNS_USER},
+     "rules": [{"apiGroups": [""], "resources": ["services", "namespaces", "pods"], "verbs": ["list", "watch"]},
+               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": DNS_USER},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DNS_USER},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DNS_USER}]},
+]
 HOST_TOOLS = {"containerd": "containerd", "containerd-shim-runc-v2": "containerd", "runc": "runc", "ctr": "containerd",
               "nft": "nftables", "ip": "iproute2", "openssl": "openssl"}
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
@@ -100,6 +112,7 @@ class NodeState:
     cgroup_root: str
     kubelet_port: int
     kubelet_healthz_port: int
+    dns_health_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
     tunables: dict[str, str] = field(default_factory=dict)  # kernel tunables before the kubelet ran
     nft_tables: list[str] = field(default_factory=list)  # "family name" of the nftables tables before it ran
@@ -278,6 +291,9 @@ def kubelet_config(state: NodeState, ca_file: Path) -> dict:
         "syncFrequency": "10s",
         "fileCheckFrequency": "10s",
         "resolvConf": "/etc/resolv.conf",
+        # The node's own CoreDNS on its bridge address: Service names resolve in pods, the rest is forwarded.
+        "clusterDNS": [state.gateway],
+        "clusterDomain": CLUSTER_DOMAIN,
         "protectKernelDefaults": False,
         "shutdownGracePeriod": "0s",
         "localStorageCapacityIsolation": True,
@@ -445,7 +461,8 @@ def start_node(home: Path, index: int, server: str, pki: Path, log: Callable[[st
     state = NodeState(
         name=name, dir=str(node_dir), bridge=f"mpc{short}-{index}", subnet=str(subnet),
         gateway=str(next(subnet.hosts())), cgroup_root=f"/mpcloud-{short}-{index}",
-        kubelet_port=free_port(), kubelet_healthz_port=free_port(), tunables=_read_tunables(),
+        kubelet_port=free_port(), kubelet_healthz_port=free_port(), dns_health_port=free_port(),
+        tunables=_read_tunables(),
         nft_tables=_nft_tables(), host_paths=[p for p in HOST_PATHS if os.path.lexists(p)])
     state.save()
     try:
@@ -477,6 +494,7 @@ def _start_node(state: NodeState, server: str, pki: Path, log: Callable[[str], N
                 san=f"IP:{state.gateway},DNS:{name}")
     kubeconfig = own / "kubelet.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server, ca_crt, crt, key, f"system:node:{name}")))
+    _start_dns(state, server, pki)
     config = node_dir / "kubelet" / "config.yaml"
     config.write_text(yaml.safe_dump(kubelet_config(state, ca_crt), sort_keys=False))
     _start(state, "kubelet", [
@@ -484,16 +502,45 @@ def _start_node(state: NodeState, server: str, pki: Path, log: Callable[[str], N
         "--root-dir", str(node_dir / "kubelet"), "--cert-dir", str(own), "--hostname-override", name,
         "--node-ip", state.gateway, "--node-labels", f"{NODE_LABEL}={NODE_LABEL_VALUE}", "--v", "1"])
     _wait(lambda: _healthz(state.kubelet_healthz_port), timeout, "the kubelet's /healthz", state, "kubelet")
-    log(f"real node {name}: containerd + kubelet up in {time.monotonic() - started:.1f}s "
+    _wait(lambda: _healthz(state.dns_health_port, "/health"), 30, "CoreDNS's /health", state, "coredns")
+    log(f"real node {name}: containerd, CoreDNS, kubelet up in {time.monotonic() - started:.1f}s "
         f"(bridge {state.bridge}, pods on {state.subnet})")
     return state
 
 
-def _healthz(port: int) -> bool:
+def corefile(state: NodeState, kubeconfig: Path) -> str:
+    return f""".:53 {{
+    bind {state.gateway}
+    errors
+    health 127.0.0.1:{state.dns_health_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    forward . /etc/resolv.conf
+    cache 5
+}}
+"""
+
+
+def _start_dns(state: NodeState, server: str, pki: Path) -> None:
+    """CoreDNS for the node's pods, on its bridge address (port 53 there is ours: the address is)."""
+    own = state.path / "pki"
+    crt, key = _issue_cert(own, pki / "ca.crt", pki / "ca.key", "coredns", f"/CN={DNS_USER}")
+    kubeconfig = own / "coredns.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server, pki / "ca.crt", crt, key, DNS_USER)))
+    path = state.path / "Corefile"
+    path.write_text(corefile(state, kubeconfig))
+    _start(state, "coredns", [str(binaries.binary_path("coredns")), "-conf", str(path)])
+
+
+def _healthz(port: int, path: str = "/healthz") -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
@@ -579,7 +626,7 @@ def _sandbox_netns(state: NodeState) -> list[str]:
 
 def stop_node(state: NodeState, log: Callable[[str], None] = print) -> None:
     """Stop the node's processes by pid and undo what it created on the host (see the module docstring)."""
-    for name in ("kube-proxy", "kubelet"):
+    for name in ("kube-proxy", "kubelet", "coredns"):
         if name in state.pids and _stop_pid(state.pids[name]):
             log(f"stopped {name} of {state.name} (pid {state.pids[name]})")
     netns: list[str] = []
