@@ -3,10 +3,11 @@
 kwokctl (runtime `binary`) starts our cached etcd, kube-apiserver (RBAC on, default admission plugins),
 kube-controller-manager, kube-scheduler and the kwok controller as local processes, generates the
 certificates and the kubeconfig, and records each process's pid under its work dir. mpcloud then adds
-simulated nodes (kata-capable and plain) and the RuntimeClasses from `manifests/`.
+simulated nodes (kata-capable and plain), the RuntimeClasses from `manifests/`, and — where the host can run
+them — real nodes (`realnode.py`: kubelet + containerd, tainted `mpcloud.io/node=real`).
 
-State lives in `$MPCLOUD_HOME` (default `~/.local/share/mpcloud`): `kwok/` (kwokctl's work dir) and
-`kubeconfig`. `down` deletes the cluster through kwokctl, checks every recorded pid is gone, and removes it.
+State lives in `$MPCLOUD_HOME` (default `~/.local/share/mpcloud`): `kwok/` (kwokctl's work dir),
+`nodes/` (the real nodes) and `kubeconfig`. `down` deletes the cluster through kwokctl, checks every recorded pid is gone, and removes it.
 """
 
 from __future__ import annotations
