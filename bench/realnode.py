@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def main() -> None:
         rows[f"delete namespace with {args.pods + args.burst} pods, s"] = time.monotonic() - t
     finally:
         local.down(log=quiet)
+        shutil.rmtree(home, ignore_errors=True)
 
     sizes = {n: i.size / 2**20 for n, i in built.items()}
     print(f"{'measure':<48} {'value':>8}")
