@@ -95,3 +95,18 @@ def test_kwok_manages_only_its_own_nodes_and_the_api_server_reaches_kubelets():
     assert "bind-address" not in {a["key"] for p in local._kwokctl_config(1, real_nodes=0)["componentsPatches"]
                                   for a in p["extraArgs"]}
     assert "10.96.0.1" in cfg["options"]["kubeApiserverCertSANs"]
+
+
+def test_host_problems_name_the_missing_packages(monkeypatch):
+    monkeypatch.setattr(realnode.shutil, "which", lambda tool: None)
+    problems = "; ".join(realnode.host_problems())
+    assert "containerd" in problems and "runc" in problems and "make node-packages" in problems
+
+
+def test_asking_for_a_real_node_on_a_host_that_cannot_is_a_clear_error(monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(realnode, "host_problems", lambda: ["not root: containerd, the kubelet and the CNI bridge need root"])
+    monkeypatch.setattr(local.binaries, "ensure_binaries", lambda *a, **k: pytest.fail("must fail before building"))
+    with pytest.raises(local.ClusterError, match="cannot run a real node: not root"):
+        local.up(real_nodes=1, log=lambda _m: None)
