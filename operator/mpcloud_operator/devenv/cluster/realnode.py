@@ -464,6 +464,10 @@ def start_node(home: Path, index: int, server: str, pki: Path, log: Callable[[st
         kubelet_port=free_port(), kubelet_healthz_port=free_port(), dns_health_port=free_port(),
         tunables=_read_tunables(),
         nft_tables=_nft_tables(), host_paths=[p for p in HOST_PATHS if os.path.lexists(p)])
+    # The host as it was before this cluster's first node: a sibling already running has changed it.
+    for sibling in _siblings(state):
+        state.tunables, state.nft_tables, state.host_paths = sibling.tunables, sibling.nft_tables, sibling.host_paths
+        break
     state.save()
     try:
         return _start_node(state, server, pki, log, timeout)
@@ -668,17 +672,29 @@ def stop_node(state: NodeState, log: Callable[[str], None] = print) -> None:
     for cache in Path("/var/lib/cni/results").glob("*"):
         if cache.name.startswith(f"{state.network_name}-") or any(f"-{cid}-" in cache.name for cid in containers):
             cache.unlink(missing_ok=True)
+    _remove_cgroups(state.cgroup_root)
+    # Host-wide leftovers only once the cluster's last node is gone (its siblings' kubelets recreate them).
+    if not _siblings(state):
+        _restore_host(state)
+    shutil.rmtree(state.path, ignore_errors=True)
+
+
+def _siblings(state: NodeState) -> list[NodeState]:
+    """The other real nodes of the same cluster home that still run."""
+    others = [NodeState.load(d) for d in sorted(state.path.parent.glob("*")) if d != state.path]
+    return [o for o in others if o and any(pid_alive(p) for p in o.pids.values())]
+
+
+def _restore_host(state: NodeState) -> None:
     _remove_kubelet_iptables(state.nft_tables)
     for link in Path("/var/log/containers").glob("*.log"):
         if link.is_symlink() and os.readlink(link).startswith(state.dir):
             link.unlink()
-    _remove_cgroups(state.cgroup_root)
     _remove_host_paths(state.host_paths)
     for tunable, value in state.tunables.items():
         path = Path("/proc/sys", tunable)
         if path.exists() and path.read_text().strip() != value:
             path.write_text(value)
-    shutil.rmtree(state.path, ignore_errors=True)
 
 
 def _cgroup_v1_hierarchies() -> list[Path]:
