@@ -73,7 +73,8 @@ def _host_snapshot() -> dict:
         "mounts": sorted(line.split()[4] for line in open("/proc/self/mountinfo")),
         "nft": run("nft", "list", "tables"),
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
-        "cgroups": sorted(os.listdir("/sys/fs/cgroup/memory")) if os.path.isdir("/sys/fs/cgroup/memory") else [],
+        "cgroups": sorted(f"{d}/{c}" for d in os.listdir("/sys/fs/cgroup") if os.path.isdir(f"/sys/fs/cgroup/{d}")
+                          for c in os.listdir(f"/sys/fs/cgroup/{d}") if os.path.isdir(f"/sys/fs/cgroup/{d}/{c}")),
     }
 
 

@@ -745,6 +745,8 @@ def _remove_host_paths(existed: list[str]) -> None:
 def _remove_cgroups(root: str) -> None:
     base = Path("/sys/fs/cgroup")
     tops = [base / root.lstrip("/")] if _cgroup_v2() else [h / root.lstrip("/") for h in _cgroup_v1_hierarchies()]
+    # On a v1 host, runc's cgroupfs manager also makes the path under an unmounted /sys/fs/cgroup/unified.
+    tops += [base / "unified" / root.lstrip("/")] if not _cgroup_v2() else []
     for top in tops:
         if not top.is_dir():
             continue
