@@ -4,7 +4,7 @@ PIP_INSTALL = $(PYTHON) -m pip install -q -e '.[test]'
 MPCLOUD = $(PYTHON) -m mpcloud_operator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install binaries prometheus cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
+.PHONY: install binaries prometheus node-packages images cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
 
 install:
 	$(PIP_INSTALL)
@@ -16,25 +16,34 @@ prometheus:  ## Debian's prometheus + promtool: the demo and the predictive-scal
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
 
-cluster-up: install
+# The real node (containerd, runc, CNI bridge, kube-proxy's nftables) and the image builder (mmdebstrap).
+NODE_PACKAGES = containerd runc containernetworking-plugins nftables iptables iproute2 openssl mmdebstrap
+node-packages:  ## Debian packages the local cluster's real node and `mpcloud image build` need
+	@dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(NODE_PACKAGES); }
+
+images: install node-packages  ## the project's images (pause, debian-python, operator), no registry; see `mpcloud image build`
+	$(MPCLOUD) image build
+
+cluster-up: install node-packages
 	$(MPCLOUD) cluster up
 
 cluster-down:
 	$(MPCLOUD) cluster down
 
-demo: binaries prometheus  ## local cluster + CRDs + operator + examples, then show the result
+demo: binaries prometheus node-packages  ## local cluster + CRDs + operator + examples, then show the result
 	$(MPCLOUD) demo
 
 demo-down:
 	$(MPCLOUD) demo --stop
 
-test: binaries prometheus  ## every test: unit and integration (against the real local control plane)
+test: binaries prometheus node-packages  ## every test: unit and integration (against the real local control plane)
 	$(PYTHON) -m pytest -q
 
 test-unit: install  ## the fast subset: no cluster
 	$(PYTHON) -m pytest -q -m "not integration"
 
-test-integration: binaries prometheus
+test-integration: binaries prometheus node-packages
 	$(PYTHON) -m pytest -q -m integration
 
 crds: install  ## regenerate crds/ from the pydantic models

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (f"{DEVENV}.commands", "demo"),
     "prometheus": (f"{DEVENV}.commands", "prometheus"),
     "traffic": (f"{DEVENV}.commands", "traffic"),
+    "image": (f"{DEVENV}.commands", "image"),
 }
 
 

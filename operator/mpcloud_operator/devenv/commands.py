@@ -16,7 +16,7 @@ import time
 import click
 
 from mpcloud_operator.devenv import prometheus as local_prometheus
-from mpcloud_operator.devenv.cluster import binaries, local
+from mpcloud_operator.devenv.cluster import binaries, images, local, realnode
 
 
 def _log(msg: str) -> None:
@@ -32,10 +32,13 @@ def cluster() -> None:
 @click.option("--nodes", default=3, show_default=True, help="Simulated nodes (a third plain, the rest kata-capable).")
 @click.option("--port", type=int, default=None, help="API server port (default: a free one).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each readiness step.")
-def up(nodes: int, port: int | None, timeout: float) -> None:
+@click.option("--real-nodes", type=click.IntRange(min=0), default=None,
+              help="kubelet + containerd (runc) nodes on this host, tainted mpcloud.io/node=real "
+                   "[default: 1 where the host can run one, else 0]; 0: simulated nodes only.")
+def up(nodes: int, port: int | None, timeout: float, real_nodes: int | None) -> None:
     """Build (once, cached) and start the cluster; idempotent."""
     try:
-        path = local.up(nodes=nodes, port=port, log=_log, timeout=timeout)
+        path = local.up(nodes=nodes, port=port, log=_log, timeout=timeout, real_nodes=real_nodes)
     except (local.ClusterError, binaries.BuildError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"export KUBECONFIG={path}")
@@ -86,6 +89,25 @@ def demo(stop: bool) -> None:
         demo_run.stop(_log) if stop else demo_run.run(_log, click.echo)
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback for users
         raise click.ClickException(str(exc)) from exc
+
+
+@click.group("image")
+def image() -> None:
+    """The project's container images, built from Debian packages and this checkout (no registry)."""
+
+
+@image.command("build")
+@click.argument("names", nargs=-1, type=click.Choice(images.NAMES))
+def image_build(names: tuple[str, ...]) -> None:
+    """Build (layers cached) and import into the local cluster's real nodes; print name, digest-tagged ref, size."""
+    started = time.monotonic()
+    try:
+        built = local.build_images(list(names) or None, log=_log)
+    except (images.ImageError, realnode.RealNodeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, img in built.items():
+        click.echo(f"{name}\t{img.ref}\t{img.size / 2**20:.1f} MiB")
+    _log(f"built in {time.monotonic() - started:.1f}s")
 
 
 @click.group("prometheus")

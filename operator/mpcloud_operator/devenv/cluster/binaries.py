@@ -18,11 +18,12 @@ from collections import deque
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+COREDNS_VERSION = "v1.15.0"
 
 _KUBE_LDFLAGS = " ".join(
     f"-X k8s.io/component-base/version.{k}={v}"
@@ -55,6 +56,9 @@ BUILD_SETS = (
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            # The real node's agents (`realnode.py`): same module graph and version as the control plane.
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
         _KUBE_LDFLAGS,
     ),
@@ -65,6 +69,8 @@ BUILD_SETS = (
         {"kwok": "sigs.k8s.io/kwok/cmd/kwok", "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl"},
         f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}",
     ),
+    # The real nodes' cluster DNS (`realnode.py`).
+    BuildSet("coredns", COREDNS_VERSION, {"coredns": "github.com/coredns/coredns"}),
 )
 
 
@@ -87,20 +93,30 @@ def binary_path(name: str) -> Path:
     raise KeyError(name)
 
 
-def missing() -> list[str]:
-    return [n for b in BUILD_SETS for n in b.packages if not (bin_dir(b) / n).is_file()]
+NODE_BINARIES = frozenset({"kubelet", "kube-proxy", "coredns"})  # only a cluster with real nodes needs them
 
 
-def ensure_binaries(log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Build whatever is missing (serialised by a file lock across processes); return name -> path."""
-    if shutil.which("go") is None and missing():
+def missing(names: Collection[str] | None = None) -> list[str]:
+    return [n for b in BUILD_SETS for n in b.packages
+            if (names is None or n in names) and not (bin_dir(b) / n).is_file()]
+
+
+def control_plane_names() -> set[str]:
+    return {n for b in BUILD_SETS for n in b.packages} - NODE_BINARIES
+
+
+def ensure_binaries(log: Callable[[str], None] = print, names: Collection[str] | None = None) -> dict[str, Path]:
+    """Build whatever of `names` (default: every binary) is missing, serialised by a file lock across
+    processes; return name -> path of every binary."""
+    if shutil.which("go") is None and missing(names):
         raise BuildError("the Go toolchain (`go`) is not on PATH; install Go ≥ 1.26 to build the control plane")
     lock_path = cache_root() / "build.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for build in BUILD_SETS:
-            todo = [n for n in build.packages if not (bin_dir(build) / n).is_file()]
+            todo = [n for n in build.packages
+                    if (names is None or n in names) and not (bin_dir(build) / n).is_file()]
             if todo:
                 _build(build, todo, log)
     return {n: bin_dir(b) / n for b in BUILD_SETS for n in b.packages}

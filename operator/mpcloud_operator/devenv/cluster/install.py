@@ -57,3 +57,17 @@ def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 2
     out.write_text(yaml.safe_dump(doc))
     out.chmod(0o600)
     return out
+
+
+def operator_deployment(image: str, toleration: dict, node_selector: dict) -> list[dict]:
+    """manifests/operator.yaml with what a kustomize overlay for the local cluster would change: the locally
+    built image (digest-tagged, never pulled) and placement on a real node; everything else as shipped."""
+    docs = [d for d in yaml.safe_load_all((REPO_ROOT / "manifests" / "operator.yaml").read_text()) if d]
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            pod["nodeSelector"] = {**pod.get("nodeSelector", {}), **node_selector}
+            pod["tolerations"] = [*pod.get("tolerations", []), toleration]
+            for c in pod["containers"]:
+                c["image"], c["imagePullPolicy"] = image, "Never"
+    return docs

@@ -3,14 +3,16 @@
 kwokctl (runtime `binary`) starts our cached etcd, kube-apiserver (RBAC on, default admission plugins),
 kube-controller-manager, kube-scheduler and the kwok controller as local processes, generates the
 certificates and the kubeconfig, and records each process's pid under its work dir. mpcloud then adds
-simulated nodes (kata-capable and plain) and the RuntimeClasses from `manifests/`.
+simulated nodes (kata-capable and plain), the RuntimeClasses from `manifests/`, and — where the host can run
+them — real nodes (`realnode.py`: kubelet + containerd, tainted `mpcloud.io/node=real`).
 
-State lives in `$MPCLOUD_HOME` (default `~/.local/share/mpcloud`): `kwok/` (kwokctl's work dir) and
-`kubeconfig`. `down` deletes the cluster through kwokctl, checks every recorded pid is gone, and removes it.
+State lives in `$MPCLOUD_HOME` (default `~/.local/share/mpcloud`): `kwok/` (kwokctl's work dir),
+`nodes/` (the real nodes) and `kubeconfig`. `down` deletes the cluster through kwokctl, checks every recorded pid is gone, and removes it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -23,7 +25,7 @@ from typing import Callable
 
 import yaml
 
-from mpcloud_operator.devenv.cluster import binaries
+from mpcloud_operator.devenv.cluster import binaries, images, realnode
 from mpcloud_operator.devenv.ports import free_port, port_free
 
 CLUSTER_NAME = "mpcloud"
@@ -66,8 +68,21 @@ def _kwokctl(args: list[str], timeout: float = 180, check: bool = True) -> subpr
     return res
 
 
-def _kwokctl_config(port: int) -> dict:
+def _kwokctl_config(port: int, real_nodes: int) -> dict:
     b = binaries.binary_path
+    apiserver_args = [
+        {"key": "service-cluster-ip-range", "value": SERVICE_CIDR},
+        # Logs, exec and port-forward of pods on real nodes: the API server calls their kubelet as admin
+        # (a kubelet authorizes it by webhook; it does not verify the kubelet's self-issued serving cert).
+        {"key": "kubelet-client-certificate", "value": str(_pki_dir() / "admin.crt")},
+        {"key": "kubelet-client-key", "value": str(_pki_dir() / "admin.key")},
+        # A real node's name is no DNS name here; its InternalIP is the bridge address.
+        {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
+    ]
+    if real_nodes:
+        # In-cluster clients on a real node reach the API server through the `kubernetes` Service, whose
+        # endpoint is this host's default-interface address (the certificate names it): listen there too.
+        apiserver_args.append({"key": "bind-address", "value": "0.0.0.0"})
     return {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
@@ -87,12 +102,19 @@ def _kwokctl_config(port: int) -> dict:
             "etcdVersion": binaries.ETCD_VERSION.lstrip("v"),
             "kwokVersion": binaries.KWOK_VERSION,
             "quietPull": True,
+            # In-cluster clients verify the API server as the `kubernetes` Service's ClusterIP.
+            "kubeApiserverCertSANs": [str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))],
         },
         # kube-apiserver's default Service range is a /24 (254 ClusterIPs) and kwok's pod range too small
         # for benchmarks with thousands of apps: give both room.
         "componentsPatches": [
-            {"name": "kube-apiserver", "extraArgs": [{"key": "service-cluster-ip-range", "value": SERVICE_CIDR}]},
-            {"name": "kwok-controller", "extraArgs": [{"key": "cidr", "value": POD_CIDR}]},
+            {"name": "kube-apiserver", "extraArgs": apiserver_args},
+            {"name": "kwok-controller", "extraArgs": [
+                {"key": "cidr", "value": POD_CIDR},
+                # kwokctl makes kwok manage every node; a real node's status and pods belong to its kubelet.
+                {"key": "manage-all-nodes", "value": "false"},
+                {"key": "manage-nodes-with-annotation-selector", "value": "kwok.x-k8s.io/node=fake"},
+            ]},
         ],
     }
 
@@ -160,11 +182,23 @@ def _node_names(plan: NodePlan) -> list[tuple[str, bool]]:
     return [(f"kata-node-{i}", True) for i in range(plan.kata)] + [(f"plain-node-{i}", False) for i in range(plan.plain)]
 
 
-def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = print, timeout: float = 120) -> Path:
-    """Bring the cluster up (idempotent): build/cached binaries, control plane, nodes, RuntimeClasses."""
+def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = print, timeout: float = 120,
+       real_nodes: int | None = None) -> Path:
+    """Bring the cluster up (idempotent): build/cached binaries, control plane, nodes, RuntimeClasses.
+
+    `real_nodes`: kubelet + containerd nodes on this host (`realnode.py`); None means one where the host
+    can run it (else kwok only, saying why), an explicit number fails when it cannot."""
     plan = NodePlan.from_total(nodes)
     started = time.monotonic()
-    binaries.ensure_binaries(log)
+    if real_nodes is None:
+        problems = realnode.host_problems()
+        real_nodes = 0 if problems else 1
+        if problems:
+            log("no real node (kwok only): " + "; ".join(problems))
+    elif real_nodes > 0 and (problems := realnode.host_problems()):
+        raise ClusterError("this host cannot run a real node: " + "; ".join(problems))
+    names = binaries.control_plane_names() | (binaries.NODE_BINARIES if real_nodes else set())
+    binaries.ensure_binaries(log, names=names)
     if is_running():
         log(f"cluster {CLUSTER_NAME!r} already running ({kubeconfig_path()})")
     else:
@@ -176,7 +210,7 @@ def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = pri
         port = port or free_port()
         home().mkdir(parents=True, exist_ok=True)
         config = home() / "kwokctl.yaml"
-        config.write_text(yaml.safe_dump(_kwokctl_config(port), sort_keys=False))
+        config.write_text(yaml.safe_dump(_kwokctl_config(port, real_nodes), sort_keys=False))
         log(f"starting etcd, kube-apiserver (127.0.0.1:{port}), controller-manager, scheduler, kwok")
         try:
             _kwokctl(["create", "cluster", "--config", str(config),
@@ -188,7 +222,8 @@ def up(nodes: int = 3, port: int | None = None, log: Callable[[str], None] = pri
         _wait_for(lambda: is_running(), timeout, "the API server to report ready")
     _ensure_nodes(plan, log)
     _apply_runtime_classes(log)
-    _wait_for(lambda: _ready_nodes() >= plan.kata + plan.plain, timeout, "the simulated nodes to become Ready")
+    _ensure_real_nodes(real_nodes, log, timeout)
+    _wait_for(lambda: _ready_nodes() >= plan.kata + plan.plain + real_nodes, timeout, "the nodes to become Ready")
     # Pods can only be created once the controller-manager has made the namespace's default ServiceAccount.
     _wait_for(lambda: kubectl(["get", "serviceaccount", "default", "-n", "default"], check=False).returncode == 0,
               timeout, "the default ServiceAccount")
@@ -205,6 +240,66 @@ def _ensure_nodes(plan: NodePlan, log: Callable[[str], None]) -> None:
     if new:
         kubectl(["create", "-f", "-"], input=yaml.safe_dump_all(new))
         log(f"created {len(new)} simulated nodes ({plan.kata} kata-capable, {plan.plain} plain in total)")
+
+
+def _pki_dir() -> Path:
+    return _workdir() / "clusters" / CLUSTER_NAME / "pki"
+
+
+def _server() -> str:
+    return yaml.safe_load(kubeconfig_path().read_text())["clusters"][0]["cluster"]["server"]
+
+
+def _ensure_real_nodes(count: int, log: Callable[[str], None], timeout: float) -> None:
+    """Start `count` real nodes (and one kube-proxy) and stop any beyond it; the kubelets register themselves."""
+    config = home() / "kwokctl.yaml"
+    if count and config.exists() and "0.0.0.0" not in config.read_text():
+        log("note: the API server was started without real nodes and listens on 127.0.0.1 only, so pods cannot "
+            "reach it (in-cluster clients fail); `mpcloud cluster down` and `up` again to fix that")
+    running = {s.name: s for s in realnode.states(home())}
+    wanted = [realnode.node_name(i) for i in range(count)]
+    for name, state in running.items():
+        if name not in wanted:
+            _drain(name)
+            realnode.wait_idle(state)
+            realnode.stop_node(state, log)
+            kubectl(["delete", "node", name, "--ignore-not-found", "--wait=false"], check=False)
+    if count:
+        kubectl(["apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install", "-f", "-"],
+                input=yaml.safe_dump_all(realnode.DNS_RBAC))
+    for i in range(count):
+        try:
+            state = realnode.start_node(home(), i, _server(), _pki_dir(), log, timeout)
+            if i == 0 and (problem := realnode.kube_proxy_problem()) and "kube-proxy" not in state.pids:
+                log(f"no kube-proxy for this cluster, so no Services on its real nodes: {problem}")
+            elif i == 0:
+                realnode.start_kube_proxy(state, _server(), _pki_dir(), realnode.POD_NETWORK.with_prefixlen, log)
+        except realnode.RealNodeError as exc:
+            raise ClusterError(str(exc)) from exc
+
+
+def build_images(names: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, images.Image]:
+    """Build the project's images (`images.py`) and import them into every running real node's containerd."""
+    built = images.build(log, names=names or images.NAMES)
+    for state in realnode.states(home()):
+        if realnode.pid_alive(state.pids.get("containerd", 0)):
+            images.import_into(state.socket, built.values())
+            log(f"imported {', '.join(i.ref for i in built.values())} into {state.name}")
+    return built
+
+
+def _drain(node: str, timeout: float = 30) -> None:
+    """Delete the node's pods through the API so its kubelet stops them (CNI teardown included)."""
+    selector = f"spec.nodeName={node}"
+    if kubectl(["delete", "pods", "-A", "--field-selector", selector, "--grace-period=1", "--wait=false"],
+               check=False, timeout=30).returncode != 0:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = kubectl(["get", "pods", "-A", "--field-selector", selector, "-o", "name"], check=False, timeout=10)
+        if res.returncode != 0 or not res.stdout.strip():
+            return
+        time.sleep(0.5)
 
 
 def _apply_runtime_classes(log: Callable[[str], None]) -> None:
@@ -273,6 +368,12 @@ def down(log: Callable[[str], None] = print) -> None:
             pids.append((f.stem, int(f.read_text().strip())))
         except ValueError:
             pass
+    real = realnode.states(home())
+    if real and is_running():
+        for state in real:
+            _drain(state.name)
+            realnode.wait_idle(state)
+    realnode.stop_all(home(), log)
     if _cluster_exists() and binaries.binary_path("kwokctl").exists():
         _kwokctl(["delete", "cluster"], timeout=120, check=False)
     for name, pid in pids:  # whatever kwokctl did not stop, we do
@@ -303,6 +404,9 @@ def status() -> list[tuple[str, str, str]]:
         return [("cluster", "absent", "run `mpcloud cluster up`")]
     api = "ready" if is_running() else "not ready"
     rows.append(("api", api, str(kubeconfig_path())))
+    for state in realnode.states(home()):
+        for name, pid in state.pids.items():
+            rows.append((f"{state.name}/{name}", "running" if realnode.pid_alive(pid) else "stopped", f"pid {pid}"))
     if api == "ready":
         rows.append(("nodes", f"{_ready_nodes()} Ready", ""))
     return rows
