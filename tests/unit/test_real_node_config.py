@@ -27,7 +27,7 @@ def test_kubelet_config_fits_this_host_and_taints_the_node(tmp_path):
     corefile = realnode.corefile(state, tmp_path / "kc")
     assert "bind 10.89.7.1" in corefile and f"kubernetes {realnode.CLUSTER_DOMAIN}" in corefile
     # Nothing under /var/lib/kubelet or /var/log/pods: state stays in the node's directory.
-    assert cfg["podLogsDir"].startswith(str(tmp_path)) and cfg["containerRuntimeEndpoint"] == f"unix://{tmp_path}/containerd/containerd.sock"
+    assert cfg["podLogsDir"].startswith(str(tmp_path)) and cfg["containerRuntimeEndpoint"] == f"unix://{_state(tmp_path).socket}"
 
 
 def test_cni_config_keeps_forwarding_and_ipam_state_local(tmp_path):
@@ -110,3 +110,17 @@ def test_asking_for_a_real_node_on_a_host_that_cannot_is_a_clear_error(monkeypat
     monkeypatch.setattr(local.binaries, "ensure_binaries", lambda *a, **k: pytest.fail("must fail before building"))
     with pytest.raises(local.ClusterError, match="cannot run a real node: not root"):
         local.up(real_nodes=1, log=lambda _m: None)
+
+
+def test_sockets_of_a_node_in_a_long_directory_go_to_a_short_one(tmp_path):
+    short = _state(tmp_path)
+    short.dir = "/work/homes/ci/nodes/real-node-0"
+    assert short.socket == Path(short.dir) / "containerd" / "containerd.sock"
+    assert short.kubelet_root == Path(short.dir) / "kubelet"
+    deep = _state(tmp_path)
+    deep.dir = "/tmp/pytest-of-root/pytest-12/test_real_node_up_status_down_0/nodes/real-node-0"
+    assert deep.runtime_dir.parent == realnode.SHORT_RUNTIME_ROOT
+    assert deep.runtime_dir == realnode.NodeState(**deep.__dict__).runtime_dir  # the same on `down`
+    # containerd allows 104 bytes; the kubelet's plugin registry socket is the longest under its root dir.
+    for path in (f"{deep.socket}.ttrpc", f"{deep.kubelet_root}/plugins_registry/some-csi-driver-reg.sock"):
+        assert len(path) <= 104, path

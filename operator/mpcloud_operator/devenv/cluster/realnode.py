@@ -19,6 +19,7 @@ live there — netns mounts under /run/netns, libcni's result cache, containerd'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -42,6 +43,10 @@ TAINT = {"key": NODE_LABEL, "value": NODE_LABEL_VALUE, "effect": "NoSchedule"}
 # Pods plug into a /24 of this range; each cluster home hashes to its own /24s, skipping ones in use.
 POD_NETWORK = ipaddress.ip_network("10.89.0.0/16")
 CNI_BIN_DIR = Path("/usr/lib/cni")
+# The longest socket path under a node's runtime dir is ~60 bytes more than the dir (the kubelet's plugin
+# registry); containerd refuses paths over 104 bytes. Longer node dirs put their sockets under a short root.
+NODE_DIR_MAX = 44
+SHORT_RUNTIME_ROOT = Path("/var/lib/mpcloud-nodes")
 CLUSTER_DOMAIN = "cluster.local"
 DNS_USER = "mpcloud:dns"
 # What CoreDNS's kubernetes plugin reads (its upstream ClusterRole `system:coredns`), for its client certificate.
@@ -123,8 +128,22 @@ class NodeState:
         return Path(self.dir)
 
     @property
+    def runtime_dir(self) -> Path:
+        """Where the node's unix sockets live (containerd's, and the kubelet's root dir with its pod-resources and
+        plugin sockets): the node's own directory, or — when that is too long for socket paths (sockaddr_un holds
+        108 bytes, containerd allows 104; pytest's tmp dirs get there) — a short directory named by a hash of
+        the node's directory, removed on `down`."""
+        if len(self.dir.encode()) <= NODE_DIR_MAX:
+            return self.path
+        return SHORT_RUNTIME_ROOT / hashlib.sha256(self.dir.encode()).hexdigest()[:16]
+
+    @property
     def socket(self) -> Path:
-        return self.path / "containerd" / "containerd.sock"
+        return self.runtime_dir / "containerd" / "containerd.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.runtime_dir / "kubelet"
 
     @property
     def network_name(self) -> str:
@@ -485,6 +504,7 @@ def _start_node(state: NodeState, server: str, pki: Path, log: Callable[[str], N
 
     pause = images.build(log, names=["pause"])["pause"]
     (node_dir / "containerd" / "config.toml").write_text(containerd_config(state, pause.ref))
+    state.socket.parent.mkdir(parents=True, exist_ok=True)
     _start(state, "containerd", ["containerd", "--config", str(node_dir / "containerd" / "config.toml")])
     _wait(lambda: state.socket.exists() and ctr(state, "version", check=False).returncode == 0, 30,
           "containerd to answer", state, "containerd")
@@ -503,7 +523,7 @@ def _start_node(state: NodeState, server: str, pki: Path, log: Callable[[str], N
     config.write_text(yaml.safe_dump(kubelet_config(state, ca_crt), sort_keys=False))
     _start(state, "kubelet", [
         str(binaries.binary_path("kubelet")), "--config", str(config), "--kubeconfig", str(kubeconfig),
-        "--root-dir", str(node_dir / "kubelet"), "--cert-dir", str(own), "--hostname-override", name,
+        "--root-dir", str(state.kubelet_root), "--cert-dir", str(own), "--hostname-override", name,
         "--node-ip", state.gateway, "--node-labels", f"{NODE_LABEL}={NODE_LABEL_VALUE}", "--v", "1"])
     _wait(lambda: _healthz(state.kubelet_healthz_port), timeout, "the kubelet's /healthz", state, "kubelet")
     _wait(lambda: _healthz(state.dns_health_port, "/health"), 30, "CoreDNS's /health", state, "coredns")
@@ -659,7 +679,7 @@ def stop_node(state: NodeState, log: Callable[[str], None] = print) -> None:
         if Path(path).exists():
             subprocess.run(["umount", path], capture_output=True)
             Path(path).unlink(missing_ok=True)
-    for point in _mounts_under([state.dir]):
+    for point in _mounts_under(sorted({state.dir, str(state.runtime_dir)})):
         subprocess.run(["umount", "-l", point], capture_output=True)
     if subprocess.run(["ip", "link", "show", state.bridge], capture_output=True).returncode == 0:
         subprocess.run(["ip", "link", "delete", state.bridge], capture_output=True)
@@ -677,6 +697,10 @@ def stop_node(state: NodeState, log: Callable[[str], None] = print) -> None:
     if not _siblings(state):
         _restore_host(state)
     shutil.rmtree(state.path, ignore_errors=True)
+    if state.runtime_dir != state.path:
+        shutil.rmtree(state.runtime_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            SHORT_RUNTIME_ROOT.rmdir()  # only when no other node's runtime dir is in it
 
 
 def _siblings(state: NodeState) -> list[NodeState]:
