@@ -293,7 +293,9 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
 
-    kubeconfig = local.up(log=lambda m: print(f"[cluster] {m}", file=sys.stderr))
+    # kwok nodes only: a real node's kube-proxy and kubelet would spend the machine's CPU on the thousands of
+    # Services and pods the bench creates, and no pod here needs to run.
+    kubeconfig = local.up(real_nodes=0, log=lambda m: print(f"[cluster] {m}", file=sys.stderr))
     install.install(kubeconfig)
     demo.stop_operator(lambda m: print(f"[bench] {m}", file=sys.stderr))  # the Lease allows one operator
     api = config.new_client_from_config(config_file=str(kubeconfig))
