@@ -84,15 +84,19 @@ def test_real_node_up_status_down_leaves_the_host_as_it_was(kubeconfig, tmp_path
     if realnode.host_problems():
         pytest.skip("; ".join(realnode.host_problems()))
     before = _host_snapshot()
-    up = mpcloud(tmp_path, "cluster", "up", "--real-nodes", "1")
-    assert up.returncode == 0, up.stderr
-    status = mpcloud(tmp_path, "cluster", "status").stdout
-    for component in ("real-node-0/containerd", "real-node-0/kubelet"):
-        assert any(line.split()[:2] == [component, "running"] for line in status.splitlines()), status
-    assert "4 Ready" in status
-    pids = [int(line.split("pid")[1]) for line in status.splitlines() if "pid" in line]
-    during = _host_snapshot()
-    assert set(during["links"]) - set(before["links"])  # its bridge
+    try:
+        up = mpcloud(tmp_path, "cluster", "up", "--real-nodes", "1")
+        assert up.returncode == 0, up.stderr
+        status = mpcloud(tmp_path, "cluster", "status").stdout
+        for component in ("real-node-0/containerd", "real-node-0/kubelet"):
+            assert any(line.split()[:2] == [component, "running"] for line in status.splitlines()), status
+        assert "4 Ready" in status
+        pids = [int(line.split("pid")[1]) for line in status.splitlines() if "pid" in line]
+        during = _host_snapshot()
+        assert set(during["links"]) - set(before["links"])  # its bridge
+    except BaseException:
+        mpcloud(tmp_path, "cluster", "down")  # a failed start must not leave a control plane running
+        raise
 
     down = mpcloud(tmp_path, "cluster", "down")
     assert down.returncode == 0, down.stderr
