@@ -34,6 +34,7 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,7 @@ from mpcloud_operator.devenv.cluster import install, local  # noqa: E402
 from mpcloud_operator.devenv.launcher import OperatorProcess  # noqa: E402
 from mpcloud_operator.kinds import paths  # noqa: E402
 from mpcloud_operator.kube.client import KubeClient  # noqa: E402
+from mpcloud_operator.reconcile.informer import Informer  # noqa: E402
 from mpcloud_operator.miniprogramapp import resources  # noqa: E402
 from mpcloud_operator.miniprogramapp.model import MiniProgramApp  # noqa: E402
 
@@ -103,40 +105,25 @@ def operator_requests(metrics_text: str) -> dict[str, float]:
 
 
 def wait_all(kube: KubeClient, path: str, done, n: int, timeout: float) -> dict[str, float]:
-    """LIST `path` once, then WATCH it; return {name: first time done(object) held} once n names are done.
-
-    A watch, not a poll of LISTs: a 1,000-item LIST every half second costs the API server (and this process)
-    enough CPU on 2 cores to slow the phase it measures."""
+    """Watch `path` with the operator's own Informer (LIST, then WATCH, re-LIST on 410); return {name: first time
+    done(object) held} once n names are done. A watch, not a poll of LISTs: a 1,000-item LIST every half second
+    costs the API server (and this process) enough CPU on 2 cores to slow the phase it measures."""
     seen: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
+    all_done = threading.Event()
 
-    def look(obj: dict) -> None:
-        if done(obj):
+    def on_event(type_: str, obj: dict) -> None:  # the informer's one thread
+        if type_ in ("ADDED", "MODIFIED") and done(obj):
             seen.setdefault(obj["metadata"]["name"], time.monotonic())
-
-    rv = None
-    while len(seen) < n and time.monotonic() < deadline:
-        if rv is None:
-            page = kube.request("GET", path, timeout=120)
-            for item in page.get("items") or []:
-                look(item)
-            rv = page["metadata"]["resourceVersion"]
-        left = max(1, int(deadline - time.monotonic()))
-        query = [("watch", "true"), ("resourceVersion", rv), ("allowWatchBookmarks", "true"),
-                 ("timeoutSeconds", str(min(left, 60)))]
-        for event in kube.stream(path, query, timeout=min(left, 60) + 30):
-            obj = event.get("object") or {}
-            if event.get("type") == "ERROR":
-                rv = None  # 410 Gone: list again
-                break
-            rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
-            if event.get("type") in ("ADDED", "MODIFIED"):
-                look(obj)
             if len(seen) >= n:
-                break
-    if len(seen) < n:
-        raise RuntimeError(f"only {len(seen)}/{n} done after {timeout:.0f}s")
-    return seen
+                all_done.set()
+
+    informer = Informer(kube, path, on_event, watch_timeout=60, name="bench-wait").start()
+    try:
+        if not all_done.wait(timeout):
+            raise RuntimeError(f"only {len(seen)}/{n} done after {timeout:.0f}s")
+    finally:
+        informer.stop()
+    return dict(seen)
 
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
