@@ -9,6 +9,7 @@ validators with the same message.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
@@ -23,7 +24,6 @@ KIND = "CloudFunction"
 RUNTIMES = ("python3.11", "nodejs20")
 INLINE_MAX_BYTES = 512 * 1024  # inline source lands in a ConfigMap (1 MiB limit, with room for metadata)
 
-FileName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_$][A-Za-z0-9_$]*$")]
 CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=48, pattern=r"^[a-z][a-z0-9_]*$")]
 FieldPath = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
@@ -32,6 +32,10 @@ HTTPPath = Annotated[str, StringConstraints(min_length=2, max_length=256, patter
 
 # ---------------------------------------------------------------- source
 
+FILE_NAMES = Rule(
+    "self.files.all(f, size(f) <= 253 && f.matches('^[-._a-zA-Z0-9]+$'))",
+    "source.inline.files: names are plain file names (letters, digits, - . _; no directories)",
+)
 INLINE_SIZE = Rule(
     "self.files.all(f, size(self.files[f]) <= 524288)",
     "source.inline.files: each file is at most 512 KiB (use source.archive for larger code)",
@@ -41,14 +45,15 @@ INLINE_SIZE = Rule(
 class InlineSource(APIModel):
     """Code written into the object itself (small functions; the operator stores it in a ConfigMap)."""
 
-    model_config = cel(INLINE_SIZE)
+    model_config = cel(FILE_NAMES, INLINE_SIZE)
 
-    files: dict[FileName, Annotated[str, StringConstraints(max_length=INLINE_MAX_BYTES)]] = Field(
+    files: dict[str, Annotated[str, StringConstraints(max_length=INLINE_MAX_BYTES)]] = Field(
         min_length=1, max_length=32)
     """File name -> content, e.g. {"index.js": "exports.main = async (event) => 'hi'"}."""
 
     @model_validator(mode="after")
     def _size(self) -> InlineSource:
+        FILE_NAMES.check(all(len(f) <= 253 and re.fullmatch(r"[-._a-zA-Z0-9]+", f) for f in self.files))
         INLINE_SIZE.check(all(len(v) <= INLINE_MAX_BYTES for v in self.files.values()))
         total = sum(len(v.encode()) for v in self.files.values())
         if total > INLINE_MAX_BYTES:
@@ -61,7 +66,7 @@ class ArchiveSource(APIModel):
 
     url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://")
     """Where to download it from (the file bucket's pre-signed URL, an artifact server)."""
-    sha256: str = Field(pattern=r"^[a-f0-9]{64}$")
+    sha256: str = Field(min_length=64, max_length=64, pattern=r"^[a-f0-9]{64}$")
     """SHA-256 of the archive: the download is refused when it differs; also the deployed code hash."""
 
 
@@ -155,6 +160,9 @@ class FunctionScaling(APIModel):
     def _bounds(self) -> FunctionScaling:
         MIN_LE_MAX.check(self.min_instances <= self.max_instances)
         return self
+
+    def clamp(self, n: int) -> int:
+        return max(self.min_instances, min(self.max_instances, n))
 
 
 # ---------------------------------------------------------------- bindings

@@ -76,6 +76,8 @@ class Kind:
     conditions: tuple[str, ...]  # condition types the reconciler owns; "Ready" first
     owned_status_fields: tuple[str, ...]  # other .status fields it owns (sent on every status write)
     children: tuple[ChildKind, ...] = ()
+    # Name of the children (with a status view) an object's status is computed from, from the object's name.
+    child_name: Callable[[str], str] = lambda name: name
     absent: Callable[[Any], list[Object]] = lambda obj: []
     references: Callable[[Any], list[Reference]] = lambda obj: []
     spec_problems: Callable[[Any], list[str]] = lambda obj: []

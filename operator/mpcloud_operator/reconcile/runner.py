@@ -142,7 +142,8 @@ def remember_child(runtime: Runtime, kind: Kind, live: dict[str, Any]) -> None:
 
 
 def _status_children(runtime: Runtime, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
-    return {c.kind: runtime.child_views.get((c.kind, namespace, name)) for c in kind.children
+    child = kind.child_name(name)
+    return {c.kind: runtime.child_views.get((c.kind, namespace, child)) for c in kind.children
             if c.status_view is not None}
 
 
