@@ -40,6 +40,9 @@ class OperatorConfig(BaseModel):
     s3_public_endpoint: str | None = Field(default=None, description="S3 endpoint for pre-signed URLs (clients).")
     s3_admin_access_key: str | None = None
     s3_admin_secret_key: str | None = None
+    unsandboxed_node_pool: str | None = Field(default=None, pattern=r"^[-./a-zA-Z0-9]+=[-._a-zA-Z0-9]*$",
+                                              description="key=value: functions that opt out of the sandbox run "
+                                              "only on nodes with this label, tolerating a NoSchedule taint of it.")
     function_minute_seconds: float = Field(default=60.0, gt=0, le=3600, description="Length of the function "
                                            "scaler's keep-alive minute (tests and trace replays compress time).")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
@@ -60,7 +63,7 @@ class OperatorConfig(BaseModel):
             **{name: os.environ.get("MPCLOUD_" + name.upper()) for name in (
                 "function_image", "gateway_url", "demand_port", "postgres_admin_dsn", "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
-                "s3_admin_secret_key", "binding_key", "function_minute_seconds")},
+                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

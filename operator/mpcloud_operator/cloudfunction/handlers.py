@@ -103,7 +103,8 @@ def prepare(runtime: Any, fn: CloudFunction) -> Prepared:
     env = bindings.bind(runtime, fn)
     HOOKS.remember(fn)
     return Prepared(image=runtime.config.function_image, code_hash=code_hash,
-                    files=files if fn.spec.source.inline is not None else {}, binding_env=env)
+                    files=files if fn.spec.source.inline is not None else {}, binding_env=env,
+                    unsandboxed_node_pool=runtime.config.unsandboxed_node_pool)
 
 
 def status(fn: CloudFunction, given: StatusInput) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class Prepared:
     code_hash: str
     files: dict[str, str] = field(default_factory=dict)  # inline source only
     binding_env: dict[str, str] = field(default_factory=dict)  # bindings Secret data (empty: no Secret)
+    unsandboxed_node_pool: str | None = None  # "key=value" (operator setting): where unsandboxed pods may run
 
 
 def children_name(name: str) -> str:
@@ -198,6 +199,11 @@ def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     pod["volumes"].append(_code_volume(fn))
     if fn.spec.source.archive is not None:
         pod["initContainers"] = [_fetch_container(fn, prepared)]
+    if fn.spec.sandbox.unsandboxed and prepared.unsandboxed_node_pool:
+        # Without the VM boundary, confine the pods to the nodes set aside for that (label + taint).
+        key, _, value = prepared.unsandboxed_node_pool.partition("=")
+        pod["nodeSelector"] = {key: value}
+        pod["tolerations"] = [{"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
     # Let an invocation in flight finish before the instance stops (scale-in, rollout).
     pod["terminationGracePeriodSeconds"] = max(30, fn.spec.timeout_seconds + 5)
     return {

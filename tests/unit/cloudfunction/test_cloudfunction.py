@@ -256,3 +256,14 @@ def test_keepalive_bank_matches_the_simulator_policy() -> None:
         expected = reference.loaded(t)
         assert [bank.is_loaded("fixed-3", k) for k in keys] == list(expected[:3])
         reference.observe(t, counts[:, t])
+
+
+def test_unsandboxed_functions_are_confined_to_the_operators_node_pool() -> None:
+    f = fn(sandbox={"runtimeClassName": "none", "allowUnsandboxed": True})
+    pooled = Prepared(image="i", code_hash="a" * 64, files={"index.py": PY}, unsandboxed_node_pool="mpcloud.io/node=real")
+    pod = resources.deployment(f, pooled)["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in pod and pod["nodeSelector"] == {"mpcloud.io/node": "real"}
+    assert pod["tolerations"][0]["effect"] == "NoSchedule"
+    assert "nodeSelector" not in resources.deployment(fn(), pooled)["spec"]["template"]["spec"]
+    st = resources.compute_status(f, None, {}, [], NOW, "http://gw")
+    assert st["sandbox"] == "unsandboxed (opt-out)"
