@@ -267,3 +267,18 @@ def test_unsandboxed_functions_are_confined_to_the_operators_node_pool() -> None
     assert "nodeSelector" not in resources.deployment(fn(), pooled)["spec"]["template"]["spec"]
     st = resources.compute_status(f, None, {}, [], NOW, "http://gw")
     assert st["sandbox"] == "unsandboxed (opt-out)"
+
+
+def test_todo_example_functions_are_valid_and_bound() -> None:
+    import yaml
+
+    from tests.integration.conftest import ROOT
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "todo" / "base" / "functions.yaml").read_text())]
+    names = []
+    for doc in docs:
+        doc["metadata"].update(namespace="todo", uid="u")
+        f = CloudFunction.from_body(doc)
+        names.append(f.metadata.name)
+        assert f.spec.bindings.database is not None and f.spec.app == "todo"
+    assert names == ["add", "list", "toggle", "remove", "attach"]
