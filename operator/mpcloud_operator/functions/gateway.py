@@ -81,7 +81,7 @@ class FunctionState:
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.requests = 0
         self.cold_starts = 0
-        self.reported_requests = -1
+        self.reported: tuple[int, int] = (-1, -1)  # (requests, cold_starts) in the last POST
         self.last_demand = 0.0
         self.demanding: asyncio.Task | None = None
         ns, name = self.key
@@ -147,12 +147,16 @@ class FunctionState:
     def try_acquire(self) -> str | None:
         return None if self.waiters else self._pick()  # FIFO: nobody overtakes a waiting request
 
-    async def wait(self, deadline: float, max_queue: int) -> str:
+    def enqueue(self, max_queue: int) -> asyncio.Future:
+        """A place in the queue (its future gets an instance), or NoCapacity when the queue is full."""
         if len(self.waiters) >= max_queue:
             raise NoCapacity(f"{self.key[0]}/{self.key[1]} has {max_queue} requests waiting already")
         future = asyncio.get_running_loop().create_future()
         self.waiters.append(future)
         self.m_queued.set(len(self.waiters))
+        return future
+
+    async def wait(self, future: asyncio.Future, deadline: float) -> str:
         try:
             return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
         except asyncio.CancelledError:  # the client went away: give back a slot it may have been handed
@@ -252,7 +256,7 @@ class Gateway:
         if not self.demand_url or self.session is None or (state.demanding and not state.demanding.done()):
             return
         state.last_demand = time.monotonic()
-        state.reported_requests = state.requests
+        state.reported = (state.requests, state.cold_starts)
         state.demanding = asyncio.get_running_loop().create_task(self._post_demand(self._demand_body(state)))
 
     async def _post_demand(self, body: dict[str, Any]) -> None:
@@ -273,7 +277,7 @@ class Gateway:
                 since = now - state.last_demand
                 if state.waiters and since >= 1.0:
                     self.demand(state)
-                elif since >= 2.0 and (state.total or state.requests != state.reported_requests):
+                elif since >= 2.0 and (state.total or (state.requests, state.cold_starts) != state.reported):
                     self.demand(state)
 
     # ------------------------------------------------------------------ requests
@@ -294,8 +298,9 @@ class Gateway:
         if instance is not None:
             return instance
         cold = not state.usable
-        self.demand(state)
-        instance = await state.wait(started + self.queue_timeout, self.max_queue)
+        place = state.enqueue(self.max_queue)
+        self.demand(state)  # after enqueueing: the POST counts this request as waiting
+        instance = await state.wait(place, started + self.queue_timeout)
         if cold:
             state.cold_starts += 1
             state.m_cold.observe(time.monotonic() - started)
