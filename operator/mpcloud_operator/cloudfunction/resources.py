@@ -278,7 +278,7 @@ def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str,
     code_hash = (dep or {}).get("hash") or old.get("codeHash")
     serving_hash, serving_generation = old.get("servingHash"), old.get("servingGeneration")
     rolled_out = dep is not None and int(st.get("observedGeneration") or 0) >= int(dep.get("generation") or 0) \
-        and updated == replicas and (available > 0 or desired == 0)
+        and updated == replicas and available > 0  # an instance loaded this code and passed its health check
     if rolled_out and dep.get("hash"):
         if serving_hash != dep["hash"]:
             serving_generation = gen

@@ -270,6 +270,11 @@ class FunctionScaler:
             target, reason = decide(fn.spec.scaling, demand, warm, now, self.minute_seconds)
             if demand is not None:
                 target = stabilized(demand, target, now, self.minute_seconds)
+        st = (fn.status.model_dump(by_alias=True) if fn.status else {})
+        if target == 0 and (not st.get("servingHash") or st.get("servingHash") != st.get("codeHash")):
+            # New code is proven by an instance that loads it and turns ready before the function may rest at
+            # zero (as Knative's initial scale): a broken deploy shows now, not at the next user's request.
+            target, reason = 1, "deploying: waiting for an instance to serve the current code"
         current = self._current(key)
         if current is not None and current != target:
             set_replicas(self.runtime, key[0], child_name(fn), target)

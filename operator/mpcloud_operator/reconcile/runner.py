@@ -185,7 +185,7 @@ def transition_events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[st
     before_ready = get_condition(old.get("conditions"), "Ready") or {}
     ready = get_condition(new.get("conditions"), "Ready") or {}
     if ready.get("status") == "True" and before_ready.get("status") == "False" and \
-            before_ready.get("reason") not in ("Creating", None):
+            before_ready.get("reason") not in ("Creating", "Deploying", None):
         out.append(("Ready", ready.get("message", ""), "Normal"))
     return out
 

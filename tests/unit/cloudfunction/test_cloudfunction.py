@@ -127,6 +127,7 @@ def test_status_serving_then_scaled_to_zero_keeps_the_served_hash() -> None:
     st = resources.compute_status(f, view(1, 1), {}, [], NOW, "http://gw")
     assert ready_of(st) == ("True", "Serving") and st["servingHash"] == "a" * 64
     assert st["url"] == "http://gw/todo/hello" and st["sandbox"] == "kata"
+    assert resources.compute_status(f, view(0, 0), {}, [], NOW, "http://gw").get("servingHash") is None
     st0 = resources.compute_status(f, view(0, 0), st, [], NOW, "http://gw")
     assert ready_of(st0) == ("True", "ScaledToZero") and st0["servingHash"] == "a" * 64
     st_act = resources.compute_status(f, view(1, 0), st0, [], NOW, "http://gw")
