@@ -309,7 +309,17 @@ class FunctionScaler:
                 log.exception("function scaler tick failed")
 
     def start(self) -> FunctionScaler:
-        self.server = serve_demand(self, self.runtime.config.bind_address, self.runtime.config.demand_port)
+        deadline = time.monotonic() + 15  # a previous leader on this host may still hold the port for a moment
+        while self.server is None:
+            try:
+                self.server = serve_demand(self, self.runtime.config.bind_address, self.runtime.config.demand_port)
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    # Scaling still runs (keep-alive, concurrency from the next pushes); activation waits for the tick.
+                    log.error("the /demand endpoint could not listen on :%d (%s): scale-from-zero is not pushed",
+                              self.runtime.config.demand_port, exc)
+                    break
+                time.sleep(0.5)
         self.thread = threading.Thread(target=self.run, name="mpcloud-function-scaler", daemon=True)
         self.thread.start()
         return self
