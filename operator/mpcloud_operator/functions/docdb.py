@@ -100,9 +100,9 @@ class Database:
         """Why the pool has no connection: one direct attempt, for a message that names the cause."""
         try:
             conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, connect_timeout=2)
-        except psycopg.Error as exc:
-            text = str(exc).strip().splitlines()
-            return text[-1].strip() if text else type(exc).__name__
+        except psycopg.Error as exc:  # 'connection failed: connection to server at ... failed: Connection refused'
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return first.removeprefix("connection failed: ")
         await conn.close()
         return "server busy: every pooled connection is in use"
 
