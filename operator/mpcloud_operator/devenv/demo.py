@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mpcloud_operator.devenv import prometheus
+from mpcloud_operator.devenv import postgres, prometheus
 from mpcloud_operator.devenv.cluster import install, local
 from mpcloud_operator.devenv.launcher import OperatorProcess, terminate
 from mpcloud_operator.devenv.traffic import ReplayServer, daily_ramp, start_replay
@@ -140,6 +140,7 @@ def run(log: Callable[[str], None] = print, out: Callable[[str], None] = print, 
 def stop(log: Callable[[str], None] = print) -> None:
     stop_operator(log)
     prometheus.down()
+    postgres.down()
     local.down(log=log)
 
 
