@@ -91,6 +91,7 @@ def test_demand_body_has_the_contract_fields():
     class _NoSource:
         async def start(self, table): ...
         async def stop(self): ...
+        def ready(self): return True  # noqa: E704
 
     gateway = Gateway(_NoSource(), demand_url=None, gateway_id="gw-1")
     state = _state()

@@ -137,11 +137,13 @@ def test_kube_route_source_lists_watches_and_relists_after_an_error():
             if relists >= 4 and table.functions and len(table.instances(("todo", "add"))) == 2:
                 break
             await asyncio.sleep(0.005)
+        synced = source.ready()
         await source.stop()
         kube.closed.set()
-        return table
+        return table, synced
 
-    table = asyncio.run(scenario())
+    table, synced = asyncio.run(scenario())
+    assert synced  # both kinds listed: the gateway may report ready
     assert table.functions[("todo", "add")].concurrency == 3  # deleted by the watch, back with the relist
     assert table.instances(("todo", "add")) == ["10.0.0.8:8080", "10.0.0.9:8080"]
     queries = [c for c in kube.calls if c[0] == "list" and c[1] == "EndpointSlice"]
