@@ -100,6 +100,15 @@ class FunctionState:
         child.inc()
         self.m_duration.observe(seconds)
 
+    @property
+    def route(self) -> FunctionRoute:
+        return self._route
+
+    @route.setter
+    def route(self, route: FunctionRoute) -> None:
+        self._route = route
+        self.client_timeout = aiohttp.ClientTimeout(total=route.timeout + 5)  # the host answers its own 504 first
+
     def set_instances(self, instances: list[str]) -> None:
         self.inflight = {a: self.inflight.get(a, 0) for a in instances}
         self.usable = instances[: self.route.max_instances]
@@ -234,7 +243,8 @@ class Gateway:
         return app
 
     async def health(self, _: web.Request) -> web.Response:
-        return web.json_response({"ready": True, "functions": len(self.table.functions)})
+        ready = self.source.ready()
+        return web.json_response({"ready": ready, "functions": len(self.table.functions)}, status=200 if ready else 503)
 
     async def metrics_page(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -310,12 +320,13 @@ class Gateway:
         assert self.session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers.setdefault("X-Request-Id", uuid.uuid4().hex)
+        if "X-Request-Id" not in request.headers:
+            headers["X-Request-Id"] = uuid.uuid4().hex
         headers["X-Forwarded-Host"] = request.host
         if request.remote:
             headers["X-Forwarded-For"] = request.remote
         query = request.rel_url.raw_query_string
-        timeout = aiohttp.ClientTimeout(total=state.route.timeout + 5)  # the host answers its own 504 first
+        timeout = state.client_timeout
         for _ in range(CONNECT_ATTEMPTS):
             try:
                 instance = await self._acquire(state, started)

@@ -169,6 +169,7 @@ def slice_of(obj: dict[str, Any]) -> tuple[Key, str, tuple[str, ...]] | None:
 class RouteSource(Protocol):
     async def start(self, table: RouteTable) -> None: ...
     async def stop(self) -> None: ...
+    def ready(self) -> bool: ...  # the table is complete (the first lists arrived)
 
 
 # ---------------------------------------------------------------------- a file (tests, benchmarks)
@@ -235,6 +236,9 @@ class StaticRouteSource:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    def ready(self) -> bool:
+        return True
 
 
 # ---------------------------------------------------------------------- the cluster
@@ -326,3 +330,6 @@ class KubeRouteSource:
 
     async def stop(self) -> None:
         self._stop.set()
+
+    def ready(self) -> bool:
+        return all(event.is_set() for event in self.synced.values())
