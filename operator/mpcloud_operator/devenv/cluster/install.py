@@ -33,7 +33,7 @@ def install(kubeconfig: Path) -> None:
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
             "-k", str(REPO_ROOT / "crds"))
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
-            *(arg for name in ("namespace.yaml", "rbac.yaml", "runtimeclasses.yaml")
+            *(arg for name in ("namespace.yaml", "rbac.yaml", "gateway-rbac.yaml", "runtimeclasses.yaml")
               for arg in ("-f", str(REPO_ROOT / "manifests" / name))))
     names = [f"crd/{yaml.safe_load(p.read_text())['metadata']['name']}"
              for p in sorted((REPO_ROOT / "crds").glob("*.yaml")) if p.name != "kustomization.yaml"]
