@@ -79,20 +79,21 @@ def start_backing(log: Callable[[str], None] = print) -> dict[str, str]:
     admin_dsn = postgres.up(listen=[host] if host else [], allow=[subnet] if subnet else [])
     pg_port = postgres.port()
     log(f"PostgreSQL on 127.0.0.1:{pg_port}" + (f" and {host}:{pg_port} for pods" if host else ""))
-    s3 = seaweedfs.up(listen=[host] if host else [])
-    log(f"SeaweedFS S3 at {s3.endpoint}" + (f" ({s3.endpoint_for(host)} for pods)" if host else ""))
+    s3_url = seaweedfs.up(listen=[host] if host else [])
+    access_key, secret_key = seaweedfs.credentials()
+    log(f"SeaweedFS S3 at {s3_url}" + (f" ({seaweedfs.url(host=host)} for pods)" if host else ""))
     env = {
         "MPCLOUD_POSTGRES_ADMIN_DSN": admin_dsn,
-        "MPCLOUD_S3_ENDPOINT": s3.endpoint,
-        "MPCLOUD_S3_PUBLIC_ENDPOINT": s3.endpoint,
-        "MPCLOUD_S3_ADMIN_ACCESS_KEY": s3.access_key,
-        "MPCLOUD_S3_ADMIN_SECRET_KEY": s3.secret_key,
+        "MPCLOUD_S3_ENDPOINT": s3_url,
+        "MPCLOUD_S3_PUBLIC_ENDPOINT": s3_url,  # pre-signed URLs for clients on this host (curl in the demo)
+        "MPCLOUD_S3_ADMIN_ACCESS_KEY": access_key,
+        "MPCLOUD_S3_ADMIN_SECRET_KEY": secret_key,
         "MPCLOUD_BINDING_KEY": binding_key(),
         "MPCLOUD_UNSANDBOXED_NODE_POOL": UNSANDBOXED_POOL,
     }
     if host:
         env["MPCLOUD_POSTGRES_FUNCTION_HOST"] = f"{host}:{pg_port}"
-        env["MPCLOUD_S3_FUNCTION_ENDPOINT"] = s3.endpoint_for(host)
+        env["MPCLOUD_S3_FUNCTION_ENDPOINT"] = seaweedfs.url(host=host)
     return env
 
 
