@@ -132,7 +132,7 @@ class Provisioner:
                 table = sql.Identifier(tenant.schema, name)
                 for field in fields:
                     await db.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (({}), id)").format(
-                        sql.Identifier(index_name(name, field)), table, field_expr(field)))
+                        sql.Identifier(index_name(name, field)), table, sql.SQL(field_expr(field))))
 
     async def ensure_function(self, tenant: Tenant, function: str, grants: Mapping[str, Access],
                               password: str) -> str:
