@@ -47,12 +47,14 @@ async def check_connection(conn: psycopg.AsyncConnection) -> None:
     An idle connection has nothing to read; when its socket is readable the server has closed it (a restart,
     a crash: the kernel closes the backend's socket) or sent a FATAL (idle timeout), so it is replaced. A
     connection idle for long also gets the pool's empty-query check (a silent network drop sends nothing).
-    `bench/docdb.py` measured the plain empty-query check on every call at about half of a query's ops/s.
+    `bench/docdb.py`: with the stock empty-query check on every call a query ran at 0.57x of raw SQL's ops/s,
+    with this one at 0.75x.
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("connection closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    poller = select.poll()  # not select.select: a host with many files may hold descriptors above 1024
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
         await conn.close()  # the pool replaces only a connection whose status says so
         raise psycopg.OperationalError("connection closed by the server")
     now = time.monotonic()
