@@ -135,9 +135,7 @@ def pod_network(home: Path | None = None) -> tuple[list[str], list[str]]:
     reach the host at their bridge's gateway address. Empty lists when there is no real node."""
     from mpcloud_operator.devenv.cluster import local, realnode
 
-    root = realnode.nodes_dir(home or local.home())
-    states = [realnode.NodeState.load(d) for d in sorted(root.iterdir())] if root.is_dir() else []
-    states = [s for s in states if s is not None]
+    states = realnode.states(home or local.home())
     return sorted({s.gateway for s in states}), sorted({s.subnet for s in states})
 
 
