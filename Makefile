@@ -4,13 +4,16 @@ PIP_INSTALL = $(PYTHON) -m pip install -q -e '.[test]'
 MPCLOUD = $(PYTHON) -m mpcloud_operator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install binaries prometheus postgres node-packages images cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
+.PHONY: install binaries seaweedfs prometheus postgres node-packages images cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
 
 install:
 	$(PIP_INSTALL)
 
 binaries: install  ## build (once) and cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
 	$(PYTHON) -m mpcloud_operator.devenv.cluster.binaries
+
+seaweedfs: install  ## build (once) and cache SeaweedFS's `weed` (S3 file storage for CloudFunctions)
+	$(PYTHON) -m mpcloud_operator.devenv.cluster.binaries weed
 
 prometheus:  ## Debian's prometheus + promtool: the demo and the predictive-scaling tests run them
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
@@ -35,19 +38,19 @@ cluster-up: install node-packages
 cluster-down:
 	$(MPCLOUD) cluster down
 
-demo: binaries prometheus postgres node-packages  ## local cluster + CRDs + operator + examples, then show the result
+demo: binaries seaweedfs prometheus postgres node-packages  ## local cluster + CRDs + operator + examples, then show the result
 	$(MPCLOUD) demo
 
 demo-down:
 	$(MPCLOUD) demo --stop
 
-test: binaries prometheus postgres node-packages  ## every test: unit and integration (against the real local control plane)
+test: binaries seaweedfs prometheus postgres node-packages  ## every test: unit and integration (against the real local control plane)
 	$(PYTHON) -m pytest -q
 
 test-unit: install  ## the fast subset: no cluster
 	$(PYTHON) -m pytest -q -m "not integration"
 
-test-integration: binaries prometheus postgres node-packages
+test-integration: binaries seaweedfs prometheus postgres node-packages
 	$(PYTHON) -m pytest -q -m integration
 
 crds: install  ## regenerate crds/ from the pydantic models

@@ -75,6 +75,33 @@ def test_oci_archive_is_tagged_with_its_manifest_digest(tmp_path):
     assert c.ref != a.ref
 
 
+def test_function_runtime_image_is_the_operator_layers_on_a_base_with_nodejs(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "images_dir", lambda: tmp_path)
+    bases: list[tuple[str, ...]] = []
+
+    def fake_layer(name):
+        path = tmp_path / f"{name}.tar"
+        with tarfile.open(path, "w") as tar:
+            tar.addfile(tarfile.TarInfo(name))
+        return path
+
+    def fake_base(log, packages=images.BASE_PACKAGES, name="debian-python"):
+        bases.append(packages)
+        return fake_layer(name)
+
+    monkeypatch.setattr(images, "base_layer", fake_base)
+    monkeypatch.setattr(images, "python_deps_layer", lambda log: fake_layer("deps"))
+    monkeypatch.setattr(images, "operator_source_layer", lambda log: fake_layer("src"))
+    built = images.build(lambda m: None, names=["operator", "function-runtime"])
+    runtime, operator = built["function-runtime"], built["operator"]
+    assert "nodejs" in bases[-1] and "python3" in bases[-1]
+    assert [p.name for p in runtime.layers] == ["debian-python-node.tar", "deps.tar", "src.tar"]
+    assert runtime.layers[1:] == operator.layers[1:]  # the same dependency and source blobs
+    assert runtime.entrypoint == ["/usr/bin/python3", "-m", "mpcloud_operator.functions.host"]
+    assert runtime.user == operator.user and "MPCLOUD_NODE=/usr/bin/node" in runtime.env
+    assert runtime.ref.startswith("mpcloud.local/function-runtime:") and "function-runtime" in images.NAMES
+
+
 def test_operator_deployment_is_the_manifest_with_local_image_and_placement():
     toleration = {"key": "mpcloud.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
     docs = install.operator_deployment("mpcloud.local/operator:abc", toleration, {"mpcloud.io/node": "real"})

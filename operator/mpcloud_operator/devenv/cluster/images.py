@@ -7,7 +7,9 @@ so a spec that names the tag pins the content. Images, in build order:
 - `pause`: the pod sandbox (Debian's static `catatonit -P`), the real node's containerd `sandbox_image`;
 - `debian-python`: `mmdebstrap` of Debian bookworm with python3 — the base of function runtimes and pipeline steps;
 - `operator`: debian-python + the operator's Python dependencies (pip, host wheels/PyPI) + `operator/` and
-  `predictors/` from this checkout (no devenv, as the Dockerfile), running as 65532 like manifests/operator.yaml.
+  `predictors/` from this checkout (no devenv, as the Dockerfile), running as 65532 like manifests/operator.yaml;
+- `function-runtime`: the operator's dependency and source layers on a Debian base that also has `nodejs`,
+  entrypoint `python3 -m mpcloud_operator.functions.host` (CloudFunction pods; the code comes at start-up).
 
 Layers are cached under `~/.cache/mpcloud/images/` by a key of their inputs (packages, Debian suite, source
 tree), so a warm build only rewrites what changed. `import_into(socket)` loads archives with
@@ -191,19 +193,19 @@ def _tree_entries(root: Path, prefix: str, skip: Callable[[Path], bool] = lambda
     return entries
 
 
-def base_layer(log: Callable[[str], None]) -> Path:
-    """Debian `SUITE` with BASE_PACKAGES, from Debian's repositories (the host's apt sources)."""
+def base_layer(log: Callable[[str], None], packages: tuple[str, ...] = BASE_PACKAGES, name: str = "debian-python") -> Path:
+    """Debian `SUITE` with `packages`, from Debian's repositories (the host's apt sources)."""
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed: `apt-get install mmdebstrap` (make images does it)")
-    layer = images_dir() / "layers" / f"debian-python-{_key(SUITE, BASE_PACKAGES, NONROOT_UID)}.tar"
+    layer = images_dir() / "layers" / f"{name}-{_key(SUITE, packages, NONROOT_UID)}.tar"
     if layer.exists():
         return layer
-    log(f"building the Debian {SUITE} base with {', '.join(BASE_PACKAGES)} (mmdebstrap)")
+    log(f"building the Debian {SUITE} base with {', '.join(packages)} (mmdebstrap)")
     layer.parent.mkdir(parents=True, exist_ok=True)
     tmp = layer.with_suffix(".part.tar")
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
     res = subprocess.run(
-        ["mmdebstrap", "--variant=essential", "--quiet", f"--include={','.join(BASE_PACKAGES)}",
+        ["mmdebstrap", "--variant=essential", "--quiet", f"--include={','.join(packages)}",
          # Docs, man pages and apt lists are dead weight in a container image.
          "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
          "--dpkgopt=path-include=/usr/share/doc/*/copyright", "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -273,7 +275,12 @@ def _project_dependencies() -> list[str]:
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-NAMES = ("pause", "debian-python", "operator")
+NAMES = ("pause", "debian-python", "operator", "function-runtime")
+# The function runtime host runs user code in Python or Node.js workers (mpcloud_operator/functions/). Debian
+# bookworm's nodejs is 18.20 (trixie has 20, but its python3 is 3.13 and the dependency layer is built for 3.11).
+RUNTIME_PACKAGES = BASE_PACKAGES + ("nodejs",)
+OPERATOR_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/opt/mpcloud/src/operator:/opt/mpcloud/src:/opt/mpcloud/site",
+                "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]
 
 
 def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> dict[str, Image]:
@@ -289,9 +296,15 @@ def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> d
         if "operator" in names:
             out["operator"] = Image(
                 "operator", [base, python_deps_layer(log), operator_source_layer(log)], ["/usr/bin/python3", "-m", "mpcloud_operator"],
-                cmd=["operator", "run"], user=f"{NONROOT_UID}:{NONROOT_UID}",
-                env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/opt/mpcloud/src/operator:/opt/mpcloud/src:/opt/mpcloud/site",
-                     "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"])
+                cmd=["operator", "run"], user=f"{NONROOT_UID}:{NONROOT_UID}", env=list(OPERATOR_ENV))
+    if "function-runtime" in names:
+        # The operator's dependency and source layers (the same blobs) on a base that also has Debian's nodejs;
+        # the CloudFunction Deployment passes --runtime/--code-dir/--handler/... as args.
+        out["function-runtime"] = Image(
+            "function-runtime", [base_layer(log, RUNTIME_PACKAGES, "debian-python-node"), python_deps_layer(log),
+                                 operator_source_layer(log)],
+            ["/usr/bin/python3", "-m", "mpcloud_operator.functions.host"], user=f"{NONROOT_UID}:{NONROOT_UID}",
+            env=[*OPERATOR_ENV, "MPCLOUD_NODE=/usr/bin/node"])
     for image in out.values():
         write_archive(image, images_dir() / "archives")
     (images_dir() / "refs.json").write_text(json.dumps({**_load_refs(), **{n: i.ref for n, i in out.items()}}, indent=2))

@@ -33,25 +33,26 @@ def install(kubeconfig: Path) -> None:
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
             "-k", str(REPO_ROOT / "crds"))
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
-            *(arg for name in ("namespace.yaml", "rbac.yaml", "runtimeclasses.yaml")
+            *(arg for name in ("namespace.yaml", "rbac.yaml", "gateway-rbac.yaml", "runtimeclasses.yaml")
               for arg in ("-f", str(REPO_ROOT / "manifests" / name))))
     names = [f"crd/{yaml.safe_load(p.read_text())['metadata']['name']}"
              for p in sorted((REPO_ROOT / "crds").glob("*.yaml")) if p.name != "kustomization.yaml"]
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
-def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 24) -> Path:
-    """Write a kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API)."""
+def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 24, name: str = SA_NAME) -> Path:
+    """Write a kubeconfig that authenticates as ServiceAccount `name` of mpcloud-system (default: the
+    operator's; the gateway has its own) through the TokenRequest API."""
     api = config.new_client_from_config(config_file=str(admin_kubeconfig))
     token = client.CoreV1Api(api).create_namespaced_service_account_token(
-        SA_NAME, SA_NAMESPACE, {"spec": {"expirationSeconds": hours * 3600}}).status.token
+        name, SA_NAMESPACE, {"spec": {"expirationSeconds": hours * 3600}}).status.token
     cfg = api.configuration
     ca = base64.b64encode(Path(cfg.ssl_ca_cert).read_bytes()).decode()
     doc = {
         "apiVersion": "v1", "kind": "Config", "current-context": "operator",
         "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority-data": ca}}],
-        "users": [{"name": SA_NAME, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SA_NAME}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": name}}],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(doc))

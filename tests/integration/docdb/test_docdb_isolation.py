@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors as pgerr
 
 from mpcloud_operator.functions.docdb import PermissionDenied
-from tests.integration.functions.conftest import TenantEnv
+from tests.integration.docdb.conftest import TenantEnv
 
 pytestmark = pytest.mark.integration
 

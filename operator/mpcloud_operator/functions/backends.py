@@ -1,0 +1,97 @@
+"""The runtime host's side of `context.db` and `context.storage`: RPCs from workers to the real clients.
+
+The host owns the clients (one PostgreSQL pool and one S3 client per instance, shared by all workers); a
+worker only names an allowlisted method (`protocol.check_rpc`) and its arguments. The clients come from the
+function pod's binding environment on first use (`MPCLOUD_DB_DSN`, `MPCLOUD_DB_SCHEMA`, `MPCLOUD_S3_*`); a
+function without a binding gets PermissionDenied. `mpcloud_operator.functions.docdb` / `.storage` are imported
+only then, so a host without bindings never loads psycopg or boto3.
+
+Unit tests inject in-memory doubles through `Backends(db=..., storage=...)`; integration tests use the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping
+
+from mpcloud_operator.functions import protocol
+from mpcloud_operator.functions.pool import RpcError
+
+log = logging.getLogger("mpcloud.functions.backends")
+
+UNAVAILABLE = {"db": "DatabaseUnavailable", "storage": "StorageUnavailable"}
+
+
+class Backends:
+    def __init__(self, env: Mapping[str, str], db: Any = None, storage: Any = None, pool_size: int = 10) -> None:
+        self.env, self.pool_size = env, pool_size
+        self._db, self._storage, self._pool = db, storage, None
+        self._lock = asyncio.Lock()
+
+    async def _database(self) -> Any:
+        if self._db is None:
+            async with self._lock:
+                if self._db is None:
+                    dsn = self.env.get("MPCLOUD_DB_DSN")
+                    if not dsn:
+                        raise RpcError("PermissionDenied", "this function has no database binding (spec.bindings.database)")
+                    from psycopg_pool import AsyncConnectionPool
+
+                    from mpcloud_operator.functions import docdb
+
+                    # min_size 0: a database that is down at start-up must not stop the instance serving.
+                    self._pool = AsyncConnectionPool(dsn, min_size=0, max_size=self.pool_size, open=False)
+                    await self._pool.open(wait=False)
+                    self._db = docdb.Database(self._pool, self.env.get("MPCLOUD_DB_SCHEMA", "public"))
+        return self._db
+
+    async def _files(self) -> Any:
+        if self._storage is None:
+            async with self._lock:
+                if self._storage is None:
+                    env = self.env
+                    if not env.get("MPCLOUD_S3_ENDPOINT") or not env.get("MPCLOUD_S3_BUCKET"):
+                        raise RpcError("PermissionDenied", "this function has no storage binding (spec.bindings.storage)")
+                    from mpcloud_operator.functions import storage
+
+                    self._storage = storage.Storage(
+                        env["MPCLOUD_S3_ENDPOINT"], env.get("MPCLOUD_S3_ACCESS_KEY", ""), env.get("MPCLOUD_S3_SECRET_KEY", ""),
+                        env["MPCLOUD_S3_BUCKET"], env.get("MPCLOUD_S3_REGION", "us-east-1"),
+                        env.get("MPCLOUD_S3_PUBLIC_ENDPOINT") or env["MPCLOUD_S3_ENDPOINT"])
+        return self._storage
+
+    async def call(self, message: dict[str, Any]) -> Any:
+        """Run one RPC; its value, or RpcError with the type the handler sees."""
+        problem = protocol.check_rpc(message)
+        if problem:
+            raise RpcError("BadRequest", problem)
+        target, method = message["target"], message["method"]
+        args, kwargs = list(message.get("args", [])), dict(message.get("kwargs", {}))
+        if target == "db":
+            obj = (await self._database()).collection(message["collection"])
+            if method == "query" and len(args) > 1 and isinstance(args[1], list):
+                args[1] = [tuple(s) if isinstance(s, list) else s for s in args[1]]  # JSON has no tuples
+        else:
+            obj = await self._files()
+        try:
+            return await getattr(obj, method)(*args, **kwargs)
+        except RpcError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the handler as a typed error
+            type_ = getattr(exc, "type", None)
+            if isinstance(type_, str) and type_:
+                raise RpcError(type_, str(exc)) from exc
+            if isinstance(exc, (TypeError, ValueError)):
+                raise RpcError("BadRequest", f"context.{target}.{method}: {exc}") from exc
+            log.warning("context.%s.%s failed: %r", target, method, exc)
+            raise RpcError(UNAVAILABLE[target], f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        closer = getattr(self._storage, "close", None)
+        if closer is not None:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result

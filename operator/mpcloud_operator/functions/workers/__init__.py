@@ -1,0 +1,1 @@
+"""Language workers the runtime host starts as child processes (run as scripts, never imported by the host)."""
