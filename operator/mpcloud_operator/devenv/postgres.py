@@ -130,15 +130,6 @@ def is_running(base: Path | None = None) -> bool:
     return _pid(base or default_base()) is not None
 
 
-def pod_network(home: Path | None = None) -> tuple[list[str], list[str]]:
-    """(bridge gateways, pod subnets) of the local cluster's real nodes, for `up(listen=..., allow=...)`: pods
-    reach the host at their bridge's gateway address. Empty lists when there is no real node."""
-    from mpcloud_operator.devenv.cluster import local, realnode
-
-    states = realnode.states(home or local.home())
-    return sorted({s.gateway for s in states}), sorted({s.subnet for s in states})
-
-
 def hba_text(allow: list[str]) -> str:
     """pg_hba.conf: password (scram) logins over TCP from loopback and the given subnets; nothing else."""
     lines = ["# written by mpcloud_operator.devenv.postgres on every start",
