@@ -35,6 +35,7 @@ __all__ = ["Database", "Collection", "DocDBError", "BadRequest", "PermissionDeni
 # What the runtime host may call on a Collection for user code (and over its worker protocol).
 METHODS = frozenset({"add", "get", "query", "count", "update", "delete"})
 POOL_TIMEOUT = 5.0
+FAST_FAIL = 1.0  # after this long without a pooled connection, check whether the server is there at all
 # A failed reconnect gives up after this and the next call starts a fresh attempt: a long outage does not leave
 # the pool in a long exponential backoff after the server is back.
 RECONNECT_TIMEOUT = 2.0
@@ -117,15 +118,12 @@ class Database:
     @asynccontextmanager
     async def connection(self, collection: str, action: str) -> AsyncIterator[psycopg.AsyncConnection]:
         """A pooled connection; PostgreSQL's errors come out as the API's (DatabaseUnavailable, ...)."""
+        conn = await self._lend()
         try:
-            async with self.pool.connection() as conn:
+            async with conn:  # what pool.connection() does: end a failed transaction, keep the connection pooled
                 yield conn
         except DocDBError:
             raise
-        except PoolTimeout as exc:
-            raise DatabaseUnavailable(
-                f"PostgreSQL is unavailable: no connection within {self.pool.timeout:g}s "
-                f"({await self._reason()}); retry in a few seconds") from exc
         except (pgerr.InsufficientPrivilege, pgerr.UndefinedTable, pgerr.InvalidSchemaName) as exc:
             bound = "bound read-only" if isinstance(exc, pgerr.InsufficientPrivilege) and action != "read" \
                 else "not bound"
@@ -140,16 +138,37 @@ class Database:
             raise DatabaseUnavailable(
                 f"PostgreSQL is unavailable ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'lost'}); "
                 "retry in a few seconds") from exc
+        finally:
+            await self.pool.putconn(conn)
 
-    async def _reason(self) -> str:
-        """Why the pool has no connection: one direct attempt, for a message that names the cause."""
+    async def _lend(self) -> psycopg.AsyncConnection:
+        """A connection from the pool. When none comes within FAST_FAIL seconds, one direct attempt tells a
+        server that is down (DatabaseUnavailable now, well inside a handler's timeout) from a busy pool (wait
+        the rest of the pool's timeout)."""
+        first = min(FAST_FAIL, self.pool.timeout)
+        try:
+            return await self.pool.getconn(timeout=first)
+        except PoolTimeout:
+            pass
+        reason = await self._probe()
+        if reason:
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable ({reason}); retry in a few seconds")
+        try:
+            return await self.pool.getconn(timeout=max(self.pool.timeout - first, 0.1))
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(
+                f"PostgreSQL is busy: no pooled connection free within {self.pool.timeout:g}s; retry in a few "
+                "seconds") from exc
+
+    async def _probe(self) -> str | None:
+        """One direct connection attempt: None when the server answers, else the reason it does not."""
         try:
             conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, connect_timeout=2)
         except psycopg.Error as exc:  # 'connection failed: connection to server at ... failed: Connection refused'
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return first.removeprefix("connection failed: ")
         await conn.close()
-        return "server busy: every pooled connection is in use"
+        return None
 
 
 class Collection:
