@@ -132,11 +132,16 @@ class Provisioner:
                 table = sql.Identifier(tenant.schema, name)
                 for field in fields:
                     await db.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (({}), id)").format(
-                        sql.Identifier(index_name(name, field)), table, field_expr(field)))
+                        sql.Identifier(index_name(name, field)), table, sql.SQL(field_expr(field))))
 
     async def ensure_function(self, tenant: Tenant, function: str, grants: Mapping[str, Access],
-                              password: str) -> str:
-        """The function's login role with exactly `grants`; returns the role name. Re-running sets the password."""
+                              password: str, statement_timeout: str = "30s") -> str:
+        """The function's login role with exactly `grants`; returns the role name. Re-running sets the password.
+
+        `statement_timeout` bounds each statement server-side (a handler stopped by its own timeout may leave a
+        query running otherwise); idle transactions are ended after a minute for the same reason."""
+        if not re.fullmatch(r"\d+(ms|s|min)", statement_timeout):
+            raise ProvisionError(f"statement_timeout is like 500ms, 30s or 2min, got {statement_timeout!r}")
         for collection, access in grants.items():
             check_collection(collection)
             if access not in PRIVILEGES:
@@ -151,8 +156,10 @@ class Provisioner:
             await admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
             await admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                 sql.Identifier(tenant.database), ident))
-            await admin.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
-                ident, sql.Identifier(tenant.database), sql.Identifier(tenant.schema)))
+            for setting, value in (("search_path", tenant.schema), ("statement_timeout", statement_timeout),
+                                   ("idle_in_transaction_session_timeout", "60s")):
+                await admin.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    ident, sql.Identifier(tenant.database), sql.Identifier(setting), sql.Literal(value)))
             async with await self._connect(tenant.database) as db:
                 for collection in grants:
                     await _create_table(db, tenant, collection)

@@ -154,10 +154,20 @@ def postgres() -> None:
 @click.option("--listen", multiple=True, help="extra address to listen on, e.g. the real node's bridge gateway "
               "(repeatable; default: the previous start's)")
 @click.option("--allow", multiple=True, help="extra client subnet for pg_hba, e.g. the pod subnet (repeatable)")
-def postgres_up(port: int, listen: tuple[str, ...], allow: tuple[str, ...]) -> None:
+@click.option("--pod-network", is_flag=True, help="listen on the local cluster's real-node bridge gateway and "
+              "allow its pod subnet (what function pods need; `mpcloud demo` does this itself)")
+def postgres_up(port: int, listen: tuple[str, ...], allow: tuple[str, ...], pod_network: bool) -> None:
     """Start PostgreSQL (idempotent) and print the admin DSN (the superuser's; the password file is 0600)."""
+    listen_to, allowed = list(listen), list(allow)
+    if pod_network:
+        from mpcloud_operator.devenv.functions import pod_reachable_host
+
+        gateway, subnet = pod_reachable_host()
+        if not gateway:
+            raise click.ClickException("--pod-network: the local cluster has no real node (`mpcloud cluster up`)")
+        listen_to, allowed = listen_to + [gateway], allowed + [subnet]
     try:
-        dsn = local_postgres.up(port=port, listen=list(listen) or None, allow=list(allow) or None)
+        dsn = local_postgres.up(port=port, listen=listen_to or None, allow=allowed or None)
     except local_postgres.PostgresError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"export MPCLOUD_POSTGRES_DSN={dsn}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from mpcloud_operator.devenv.ports import free_port
+from mpcloud_operator.devenv.waiting import stop_server
 
 DEFAULT_PORT = 5433  # not 5432: Debian's own cluster (pg_lsclusters) may hold it
 SUPERUSER = "postgres"
@@ -242,20 +243,7 @@ def down(base: Path | None = None, timeout: float = 30, kill: bool = False) -> b
     """Stop our PostgreSQL: a fast shutdown (SIGINT), or an immediate one (SIGQUIT: crash recovery on the next
     start) with kill=True. Keeps its data. True if one was running."""
     base = base or default_base()
-    pid = _pid(base)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGQUIT if kill else signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(base) is not None:
-        try:  # reap it if we are its parent
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    if _pid(base) is not None:
-        os.kill(pid, signal.SIGKILL)
-    return True
+    return stop_server(lambda: _pid(base), signal.SIGQUIT if kill else signal.SIGINT, timeout)
 
 
 def status(base: Path | None = None) -> dict:

@@ -19,11 +19,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from mpcloud_operator.devenv.ports import free_port
-from mpcloud_operator.devenv.waiting import NotReady, wait_http_ready
+from mpcloud_operator.devenv.waiting import NotReady, stop_server, wait_http_ready
 
 DEFAULT_PORT = 9090
 
@@ -121,20 +120,7 @@ def up(base: Path | None = None, port: int = DEFAULT_PORT, scrape_interval: str 
 def down(base: Path | None = None, timeout: float = 20, kill: bool = False) -> bool:
     """Stop our Prometheus (SIGTERM, or SIGKILL with kill=True); keeps its data. True if one was running."""
     base = base or default_base()
-    pid = _pid(base)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(base) is not None:
-        try:  # reap it if we are its parent
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    if _pid(base) is not None:
-        os.kill(pid, signal.SIGKILL)
-    return True
+    return stop_server(lambda: _pid(base), signal.SIGKILL if kill else signal.SIGTERM, timeout)
 
 
 def status(base: Path | None = None) -> dict:

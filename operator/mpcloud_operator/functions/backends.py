@@ -36,14 +36,14 @@ class Backends:
                     dsn = self.env.get("MPCLOUD_DB_DSN")
                     if not dsn:
                         raise RpcError("PermissionDenied", "this function has no database binding (spec.bindings.database)")
-                    from psycopg_pool import AsyncConnectionPool
-
                     from mpcloud_operator.functions import docdb
 
                     # min_size 0: a database that is down at start-up must not stop the instance serving.
-                    self._pool = AsyncConnectionPool(dsn, min_size=0, max_size=self.pool_size, open=False)
-                    await self._pool.open(wait=False)
-                    self._db = docdb.Database(self._pool, self.env.get("MPCLOUD_DB_SCHEMA", "public"))
+                    # Database.connect's pool checks connections before lending them (a PostgreSQL restart
+                    # costs no failed call) and gives up after 5 s with DatabaseUnavailable (not psycopg's 30 s).
+                    self._db = await docdb.Database.connect(dsn, self.env.get("MPCLOUD_DB_SCHEMA", "public"),
+                                                            min_size=0, max_size=self.pool_size)
+                    self._pool = self._db.pool
         return self._db
 
     async def _files(self) -> Any:

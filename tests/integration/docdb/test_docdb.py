@@ -75,7 +75,7 @@ async def _explain(dsn: str, table: str, where, sort, limit=10) -> str:
 
     cond, params = where_sql(where)
     stmt = sql.SQL("EXPLAIN SELECT id, data FROM {} WHERE {} {} LIMIT %s OFFSET %s").format(
-        sql.Identifier("docs", table), cond, order_sql(sort))
+        sql.Identifier("docs", table), sql.SQL(cond), sql.SQL(order_sql(sort)))
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         cur = await conn.execute(stmt, (*params, limit, 0))
         return "\n".join(r[0] for r in await cur.fetchall())

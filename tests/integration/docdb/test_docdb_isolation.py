@@ -38,6 +38,8 @@ def test_a_function_of_tenant_a_cannot_reach_tenant_b(tenant, pg):
             cur = await conn.execute("SELECT current_user, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
                                      "WHERE rolname = current_user")
             assert await cur.fetchone() == (role_a, False, False, False)
+            cur = await conn.execute("SELECT current_setting('search_path'), current_setting('statement_timeout')")
+            assert await cur.fetchone() == ("docs", "30s")
         await other.close()
 
     try:
