@@ -214,7 +214,8 @@ class Gateway:
     async def start(self) -> None:
         # One pool of keep-alive connections to all instances; no total limit (per-function limits apply).
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                                             cookie_jar=aiohttp.DummyCookieJar())  # a proxy keeps no cookies
         await self.source.start(self.table)
         self._ticker = asyncio.get_running_loop().create_task(self._demand_ticker())
 
