@@ -227,7 +227,7 @@ class Gateway:
             await self.session.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=protocol.MAX_LINE // 8)
+        app = web.Application(client_max_size=protocol.MAX_BODY)
         app.router.add_get("/_/health", self.health)
         app.router.add_get("/_/metrics", self.metrics_page)
         app.router.add_get("/_/routes", self.routes_page)

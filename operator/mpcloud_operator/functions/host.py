@@ -44,7 +44,6 @@ log = logging.getLogger("mpcloud.functions.host")
 
 WORKERS_DIR = Path(__file__).resolve().parent / "workers"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding mpcloud_operator/
-MAX_BODY = 6 << 20  # request bodies, as AWS Lambda's synchronous limit
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -130,7 +129,7 @@ class Host:
         await self.backends.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=protocol.MAX_BODY)
         app.router.add_get("/_/health", self.health)
         app.router.add_get("/_/live", self.live)
         app.router.add_get("/_/metrics", self.metrics_page)

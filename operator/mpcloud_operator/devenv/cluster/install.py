@@ -40,18 +40,19 @@ def install(kubeconfig: Path) -> None:
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
-def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 24) -> Path:
-    """Write a kubeconfig that authenticates as the operator's ServiceAccount (TokenRequest API)."""
+def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 24, name: str = SA_NAME) -> Path:
+    """Write a kubeconfig that authenticates as a ServiceAccount of mpcloud-system (TokenRequest API): the
+    operator's by default, or `name` (the gateway's)."""
     api = config.new_client_from_config(config_file=str(admin_kubeconfig))
     token = client.CoreV1Api(api).create_namespaced_service_account_token(
-        SA_NAME, SA_NAMESPACE, {"spec": {"expirationSeconds": hours * 3600}}).status.token
+        name, SA_NAMESPACE, {"spec": {"expirationSeconds": hours * 3600}}).status.token
     cfg = api.configuration
     ca = base64.b64encode(Path(cfg.ssl_ca_cert).read_bytes()).decode()
     doc = {
         "apiVersion": "v1", "kind": "Config", "current-context": "operator",
         "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority-data": ca}}],
-        "users": [{"name": SA_NAME, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SA_NAME}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": name}}],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(doc))
