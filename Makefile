@@ -4,7 +4,7 @@ PIP_INSTALL = $(PYTHON) -m pip install -q -e '.[test]'
 MPCLOUD = $(PYTHON) -m mpcloud_operator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install binaries prometheus node-packages images cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
+.PHONY: install binaries seaweedfs prometheus postgres node-packages images cluster-up cluster-down demo demo-down test test-unit test-integration crds crds-check bench security-scan
 
 install:
 	$(PIP_INSTALL)
@@ -12,9 +12,16 @@ install:
 binaries: install  ## build (once) and cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok
 	$(PYTHON) -m mpcloud_operator.devenv.cluster.binaries
 
+seaweedfs: install  ## build (once) and cache SeaweedFS's `weed` (S3 file storage for CloudFunctions)
+	$(PYTHON) -m mpcloud_operator.devenv.cluster.binaries weed
+
 prometheus:  ## Debian's prometheus + promtool: the demo and the predictive-scaling tests run them
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
+
+postgres:  ## Debian's PostgreSQL server (initdb, postgres): the demo and the document-API tests run a private one
+	@[ -x "$$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | tail -1)" ] || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
 # The real node (containerd, runc, CNI bridge, kube-proxy's nftables) and the image builder (mmdebstrap).
 NODE_PACKAGES = containerd runc containernetworking-plugins nftables iptables iproute2 openssl mmdebstrap
@@ -31,19 +38,19 @@ cluster-up: install node-packages
 cluster-down:
 	$(MPCLOUD) cluster down
 
-demo: binaries prometheus node-packages  ## local cluster + CRDs + operator + examples, then show the result
+demo: binaries seaweedfs prometheus postgres node-packages  ## local cluster + CRDs + operator + examples, then show the result
 	$(MPCLOUD) demo
 
 demo-down:
 	$(MPCLOUD) demo --stop
 
-test: binaries prometheus node-packages  ## every test: unit and integration (against the real local control plane)
+test: binaries seaweedfs prometheus postgres node-packages  ## every test: unit and integration (against the real local control plane)
 	$(PYTHON) -m pytest -q
 
 test-unit: install  ## the fast subset: no cluster
 	$(PYTHON) -m pytest -q -m "not integration"
 
-test-integration: binaries prometheus node-packages
+test-integration: binaries seaweedfs prometheus postgres node-packages
 	$(PYTHON) -m pytest -q -m integration
 
 crds: install  ## regenerate crds/ from the pydantic models

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kubectl": (f"{DEVENV}.commands", "kubectl"),
     "demo": (f"{DEVENV}.commands", "demo"),
     "prometheus": (f"{DEVENV}.commands", "prometheus"),
+    "postgres": (f"{DEVENV}.commands", "postgres"),
     "traffic": (f"{DEVENV}.commands", "traffic"),
     "image": (f"{DEVENV}.commands", "image"),
 }

@@ -23,6 +23,30 @@ class OperatorConfig(BaseModel):
     workers: int = Field(default=8, ge=1, le=256, description="Reconcile worker threads (objects in flight).")
     lease_name: str = "mpcloud-operator"
     lease_namespace: str = "mpcloud-system"
+    # CloudFunction: the runtime image, the gateway, and the backing services functions bind to.
+    function_image: str = Field(default="ghcr.io/mpcloud/function-runtime:0.1.0", description="Runtime image of "
+                                "functions (both languages; `mpcloud image build` makes mpcloud.local/function-runtime).")
+    gateway_url: str = Field(default="http://mpcloud-gateway.mpcloud-system.svc", description="Base URL of the "
+                             "function gateway, for status.url.")
+    demand_port: int = Field(default=8082, description="Port of the operator's /demand endpoint (the gateway pushes "
+                             "scale-from-zero demand to it).")
+    postgres_admin_dsn: str | None = Field(default=None, description="PostgreSQL superuser DSN for provisioning "
+                                           "databases and roles; unset = database bindings are refused.")
+    postgres_function_host: str | None = Field(default=None, description="host:port function pods use to reach "
+                                               "PostgreSQL (default: the admin DSN's).")
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint for provisioning buckets and keys; "
+                                    "unset = storage bindings are refused.")
+    s3_function_endpoint: str | None = Field(default=None, description="S3 endpoint as function pods reach it.")
+    s3_public_endpoint: str | None = Field(default=None, description="S3 endpoint for pre-signed URLs (clients).")
+    s3_admin_access_key: str | None = None
+    s3_admin_secret_key: str | None = None
+    unsandboxed_node_pool: str | None = Field(default=None, pattern=r"^[-./a-zA-Z0-9]+=[-._a-zA-Z0-9]*$",
+                                              description="key=value: functions that opt out of the sandbox run "
+                                              "only on nodes with this label, tolerating a NoSchedule taint of it.")
+    function_minute_seconds: float = Field(default=60.0, gt=0, le=3600, description="Length of the function "
+                                           "scaler's keep-alive minute (tests and trace replays compress time).")
+    binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
+                                    "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
 
     @classmethod
     def from_env(cls, **overrides: object) -> OperatorConfig:
@@ -36,6 +60,10 @@ class OperatorConfig(BaseModel):
             "worker_limit": os.environ.get("MPCLOUD_WORKER_LIMIT"),
             "workers": os.environ.get("MPCLOUD_WORKERS"),
             "lease_name": os.environ.get("MPCLOUD_LEASE_NAME"),
+            **{name: os.environ.get("MPCLOUD_" + name.upper()) for name in (
+                "function_image", "gateway_url", "demand_port", "postgres_admin_dsn", "postgres_function_host",
+                "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
+                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

@@ -7,12 +7,14 @@ Everything generic derives from this list: kopf handler registration (handlers.p
 
 from __future__ import annotations
 
+from mpcloud_operator.cloudfunction.handlers import CLOUD_FUNCTION
 from mpcloud_operator.kube.client import ResourcePaths
 from mpcloud_operator.miniprogramapp.handlers import MINI_PROGRAM_APP
 from mpcloud_operator.reconcile.kind import Kind
 
 KINDS: tuple[Kind, ...] = (
     MINI_PROGRAM_APP,
+    CLOUD_FUNCTION,
 )
 
 # Objects kinds point at (reference checks) and that the generic layer reads, beyond kinds and children.

@@ -97,6 +97,14 @@ class Runtime:
     loops: list[Any] = field(default_factory=list)
     # child kind -> its watch (anything with has(namespace, name) -> bool | None); set by the controller
     child_watches: dict[str, Any] = field(default_factory=dict)
+    # kind-specific shared objects by name (backing-service provisioners, validation caches), built lazily
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def service(self, name: str, build: Callable[[], Any]) -> Any:
+        """The shared object `name`, built by `build()` on first use."""
+        if name not in self.services:
+            self.services[name] = build()
+        return self.services[name]
 
     def child_exists(self, kind: str, namespace: str, name: str) -> bool | None:
         """From the watch cache: does the child exist? None when not known (no watch, or not synced yet)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpcloud_operator.kinds import paths
-from mpcloud_operator.kube.client import ApiException
+from mpcloud_operator.kube.client import ApiException, api_error
 
 Key = tuple[str, str | None, str]
 
@@ -74,8 +74,7 @@ class FakeClient:
         key = self._key(obj)
         self.actions.append(Action("apply", *key, copy.deepcopy(obj)))
         if obj["kind"] in self.refuse:
-            raise ApiException(status=422, reason="Unprocessable Entity",
-                               body=json.dumps({"message": self.refuse[obj["kind"]]}))
+            raise api_error(422, "Unprocessable Entity", json.dumps({"message": self.refuse[obj["kind"]]}))
         old = self.objects.get(key)
         new = copy.deepcopy(obj)
         if old is None:

@@ -47,13 +47,38 @@ def operator_kubeconfig(mpcloud_installed, kubeconfig, tmp_path_factory) -> Path
     return install.service_account_kubeconfig(kubeconfig, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
+# The function scaler's keep-alive "minute" in the tests: scale-to-zero and keep-alive windows in seconds.
+TEST_MINUTE_SECONDS = 4.0
+
+
 @pytest.fixture(scope="session")
-def operator_factory(operator_kubeconfig, tmp_path_factory):
+def function_platform(mpcloud_installed, kubeconfig, tmp_path_factory):
+    """PostgreSQL, SeaweedFS, the runtime image on the real node and the gateway (devenv/functions.py, as the
+    demo runs them). Every operator of the session gets its settings, so CloudFunctions bind for real."""
+    from mpcloud_operator.devenv import functions
+
+    log_dir = tmp_path_factory.mktemp("platform")
+    try:
+        platform = functions.start(kubeconfig, log=lambda m: print(f"[platform] {m}", flush=True), log_dir=log_dir,
+                                   minute_seconds=TEST_MINUTE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - reported the same way as a control plane that cannot start
+        from tests.conftest import CI
+
+        if CI:
+            pytest.fail(f"the function platform could not start (CI=true): {exc}")
+        pytest.skip(f"no function platform: {exc}")
+    yield platform
+    platform.stop()
+    functions.stop_backing()
+
+
+@pytest.fixture(scope="session")
+def operator_factory(operator_kubeconfig, function_platform, tmp_path_factory):
     made: list[OperatorProcess] = []
     log_dir = tmp_path_factory.mktemp("operator-logs")
 
     def make(name: str = "operator") -> OperatorProcess:
-        proc = OperatorProcess(operator_kubeconfig, log_dir, f"{name}-{len(made)}")
+        proc = OperatorProcess(operator_kubeconfig, log_dir, f"{name}-{len(made)}", env=function_platform.operator_env)
         made.append(proc)
         return proc
 

@@ -15,6 +15,7 @@ from mpcloud_operator.kinds import KINDS, REFERENCED
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ROLE, REFERENCES_ROLE = "mpcloud-operator", "mpcloud-operator-references"
+BINDINGS_ROLE = "mpcloud-operator-bindings"
 
 
 def _rules(role: str) -> set[tuple[str, str, str]]:
@@ -39,7 +40,7 @@ def test_operator_role_covers_every_kind_and_child() -> None:
             needed |= {(child.group, child.plural, v) for v in ("get", "list", "watch", "create", "patch")}
         for stub_kind in {c.kind for c in kind.children}:
             child = kind.child(stub_kind)
-            if stub_kind == "PodDisruptionBudget":  # the one child MiniProgramApp removes when unwanted
+            if stub_kind in ("PodDisruptionBudget", "ConfigMap"):  # children removed when a spec drops them
                 needed.add((child.group, child.plural, "delete"))
     needed.add(("apps", "deployments/scale", "patch"))  # the scaling loop
     for name, api_version, plural, _ in REFERENCED:
@@ -55,6 +56,8 @@ def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
     for kind in KINDS:
         assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")}
     assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}
+    # Functions' bindings Secrets: written only where a namespace opts in, never read back.
+    assert _rules(BINDINGS_ROLE) == {("", "secrets", "create"), ("", "secrets", "patch")}
 
 
 def test_no_wildcards() -> None:

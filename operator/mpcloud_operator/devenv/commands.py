@@ -1,4 +1,4 @@
-"""The dev-environment commands of the `mpcloud` CLI: cluster, kubectl, demo, prometheus, traffic.
+"""The dev-environment commands of the `mpcloud` CLI: cluster, kubectl, demo, prometheus, postgres, traffic.
 
 They live here, not in `mpcloud_operator.commands`, so that the operator image (which has no devenv
 package) has none of them; `mpcloud_operator.cli` loads this module only when one of them is invoked.
@@ -15,6 +15,7 @@ import time
 
 import click
 
+from mpcloud_operator.devenv import postgres as local_postgres
 from mpcloud_operator.devenv import prometheus as local_prometheus
 from mpcloud_operator.devenv.cluster import binaries, images, local, realnode
 
@@ -141,6 +142,38 @@ def prometheus_down() -> None:
 def prometheus_status() -> None:
     """Show whether it runs, its URL and scrape targets."""
     click.echo(json.dumps(local_prometheus.status(), indent=2))
+
+
+@click.group("postgres")
+def postgres() -> None:
+    """Local PostgreSQL for the document API and app databases: state in $MPCLOUD_HOME/postgres."""
+
+
+@postgres.command("up")
+@click.option("--port", type=int, default=local_postgres.DEFAULT_PORT, show_default=True)
+@click.option("--listen", multiple=True, help="extra address to listen on, e.g. the real node's bridge gateway "
+              "(repeatable; default: the previous start's)")
+@click.option("--allow", multiple=True, help="extra client subnet for pg_hba, e.g. the pod subnet (repeatable)")
+def postgres_up(port: int, listen: tuple[str, ...], allow: tuple[str, ...]) -> None:
+    """Start PostgreSQL (idempotent) and print the admin DSN (the superuser's; the password file is 0600)."""
+    try:
+        dsn = local_postgres.up(port=port, listen=list(listen) or None, allow=list(allow) or None)
+    except local_postgres.PostgresError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"export MPCLOUD_POSTGRES_DSN={dsn}")
+
+
+@postgres.command("down")
+@click.option("--immediate", is_flag=True, help="immediate shutdown (crash recovery on the next start)")
+def postgres_down(immediate: bool) -> None:
+    """Stop PostgreSQL (its data stays)."""
+    click.echo("stopped" if local_postgres.down(kill=immediate) else "not running")
+
+
+@postgres.command("status")
+def postgres_status() -> None:
+    """Whether it runs, its port, listen addresses and allowed subnets (the DSN with the password masked)."""
+    click.echo(json.dumps(local_postgres.status(), indent=2))
 
 
 @click.group("traffic")

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mpcloud_operator.devenv import prometheus
+from mpcloud_operator.devenv import functions, postgres, prometheus
 from mpcloud_operator.devenv.cluster import install, local
 from mpcloud_operator.devenv.launcher import OperatorProcess, terminate
 from mpcloud_operator.devenv.traffic import ReplayServer, daily_ramp, start_replay
@@ -97,7 +97,9 @@ def run(log: Callable[[str], None] = print, out: Callable[[str], None] = print, 
     handles = start_traffic(kubeconfig, NAMESPACE, "shop")
     log(f"Prometheus at {handles.prometheus_url}; replaying a daily ramp for demo/shop "
         f"(1 trace minute = {handles.tick_seconds:g}s)")
-    start_operator(kubeconfig, log, handles.operator_env)
+    platform = functions.start(kubeconfig, log)
+    start_operator(kubeconfig, log, {**handles.operator_env, **platform.operator_env})
+    _gateway_pid_file().write_text(str(platform.gateway.pid))
     root = install.REPO_ROOT / "examples"
     valid = [p for p in sorted(root.glob("app-*.yaml")) if "invalid" not in p.name]
     for path in valid:
@@ -124,6 +126,11 @@ def run(log: Callable[[str], None] = print, out: Callable[[str], None] = print, 
             f"{handles.replay.replay.position(time.time()) % 1440:.0f} of the day)")
         out(install.kubectl(kubeconfig, "get", "mpa", "-n", NAMESPACE).rstrip())
     handles.stop()
+    if platform.image:
+        todo_walkthrough(kubeconfig, platform.gateway_url, out)
+    else:
+        out("\n(no real node on this host: the todo functions are applied but cannot run code; see README)")
+        install.kubectl(kubeconfig, "apply", "-k", str(root / "todo"))
     out("\ndemand vs provisioned capacity of demo/shop (replicas × capacity per replica):")
     out(chart(handles.samples, handles.capacity))
     out(f"\n$ kubectl get mpa -n {NAMESPACE} -o wide")
@@ -134,12 +141,77 @@ def run(log: Callable[[str], None] = print, out: Callable[[str], None] = print, 
         f"  mpcloud kubectl scale -n {NAMESPACE} mpa/hello --replicas=3\n"
         f"  mpcloud kubectl get mpa -n {NAMESPACE} -w\n"
         f"  curl -s {handles.prometheus_url}/api/v1/query --data-urlencode 'query=mpcloud_desired_replicas'\n"
+        f"  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"title\": \"try mpcloud\"}}' "
+        f"{platform.gateway_url}/todo/add\n"
+        f"  curl -s {platform.gateway_url}/todo/list\n"
         f"  mpcloud demo --stop")
+
+
+def _gateway_pid_file() -> Path:
+    return local.home() / "gateway.pid"
+
+
+def todo_walkthrough(kubeconfig: Path, gateway_url: str, out: Callable[[str], None], timeout: float = 240) -> None:
+    """examples/todo applied and called with curl, as the README shows it."""
+    import shlex
+    import subprocess
+
+    out("\n$ kubectl apply -k examples/todo")
+    out(install.kubectl(kubeconfig, "apply", "-k", str(install.REPO_ROOT / "examples" / "todo")).rstrip())
+    names = ["add", "list", "toggle", "remove", "attach"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = json.loads(install.kubectl(kubeconfig, "get", "cf", "-n", "todo", "-o", "json"))["items"]
+        serving = {i["metadata"]["name"] for i in items if (i.get("status") or {}).get("servingHash")
+                   and i["status"]["servingHash"] == i["status"].get("codeHash")}
+        if set(names) <= serving:
+            break
+        time.sleep(1)
+    out("$ kubectl get cf -n todo")
+    out(install.kubectl(kubeconfig, "get", "cf", "-n", "todo").rstrip())
+
+    def curl(*args: str) -> dict:
+        cmd = ["curl", "-sS", "--max-time", "60", *args]
+        out(f"$ {' '.join(shlex.quote(a) for a in cmd)}")
+        text = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+        out(text.strip())
+        try:
+            return json.loads(text)
+        except ValueError:
+            return {}
+
+    json_header = ["-H", "Content-Type: application/json"]
+    todo = curl("-X", "POST", *json_header, "-d", '{"title": "buy milk"}', f"{gateway_url}/todo/add")
+    curl("-X", "POST", *json_header, "-d", '{"title": "call mom"}', f"{gateway_url}/todo/add")
+    curl(f"{gateway_url}/todo/list")
+    if todo.get("_id"):
+        curl("-X", "POST", *json_header, "-d", json.dumps({"id": todo["_id"]}), f"{gateway_url}/todo/toggle")
+        urls = curl("-X", "POST", *json_header, "-d", json.dumps({"id": todo["_id"]}), f"{gateway_url}/todo/attach")
+        if urls.get("uploadUrl"):
+            picture = install.REPO_ROOT / "docs" / "scaling-frontier.png"
+            out(f"$ curl -sS -X PUT --data-binary @{picture.name} '<uploadUrl>'   # the mini-program uploads directly")
+            subprocess.run(["curl", "-sS", "-X", "PUT", "--data-binary", f"@{picture}", urls["uploadUrl"]],
+                           capture_output=True, check=False)
+            got = subprocess.run(["curl", "-sS", urls["downloadUrl"]], capture_output=True, check=False).stdout
+            out(f"$ curl -sS '<downloadUrl>' | wc -c\n{len(got)}   (uploaded {picture.stat().st_size} bytes)")
+        curl(f"{gateway_url}/todo/list?done=true")
+        curl("-X", "POST", *json_header, "-d", json.dumps({"id": todo["_id"]}), f"{gateway_url}/todo/remove")
+    curl(f"{gateway_url}/todo/list")
+    out("$ kubectl get cf -n todo -o wide")
+    out(install.kubectl(kubeconfig, "get", "cf", "-n", "todo", "-o", "wide").rstrip())
 
 
 def stop(log: Callable[[str], None] = print) -> None:
     stop_operator(log)
+    try:
+        pid = int(_gateway_pid_file().read_text())
+        if terminate(pid):
+            log(f"gateway stopped (pid {pid})")
+    except (OSError, ValueError):
+        pass
+    _gateway_pid_file().unlink(missing_ok=True)
     prometheus.down()
+    functions.stop_backing()
     local.down(log=log)
 
 

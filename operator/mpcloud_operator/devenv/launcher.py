@@ -31,6 +31,8 @@ class OperatorProcess:
         self.kubeconfig, self.log_path = kubeconfig, Path(log_dir) / f"{name}.log"
         self.health_port, self.metrics_port = health_port or free_port(), metrics_port or free_port()
         self.extra_env, self.detach = dict(env or {}), detach
+        # The function scaler's /demand endpoint (the gateway pushes to it): a free port unless the env sets one.
+        self.demand_port = int(self.extra_env.setdefault("MPCLOUD_DEMAND_PORT", str(free_port())))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:

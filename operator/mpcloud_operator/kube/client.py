@@ -63,6 +63,13 @@ def new_api_client(pool_size: int = 32) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def api_error(status: int, reason: str | None, body: Any = None) -> ApiException:
+    """An ApiException carrying the response body (its `body=` keyword exists only from client 37 on)."""
+    exc = ApiException(status=status, reason=reason)
+    exc.body = body
+    return exc
+
+
 def error_message(exc: ApiException) -> str:
     """The API server's own message (e.g. a validation failure) rather than the HTTP reason."""
     try:
@@ -117,7 +124,7 @@ class KubeClient:
         REQUESTS.labels(method, resource, str(response.status)).inc()
         text = response.data.decode("utf-8") if response.data else ""
         if not 200 <= response.status <= 299:
-            raise ApiException(status=response.status, reason=response.reason, body=text)
+            raise api_error(response.status, response.reason, text)
         return json.loads(text) if text else {}
 
     def stream(self, path: str, query: list[tuple[str, str]], timeout: float) -> Iterator[dict[str, Any]]:
@@ -129,7 +136,7 @@ class KubeClient:
         raw = response.response  # the urllib3 response, read as a stream
         try:
             if response.status != 200:
-                raise ApiException(status=response.status, reason=response.reason, body=raw.read())
+                raise api_error(response.status, response.reason, raw.read())
             for line in iter_resp_lines(raw):
                 if line:
                     yield json.loads(line)

@@ -61,6 +61,7 @@ class StatusInput:
     children: dict[str, Object | None]  # kind -> status view of the live child (None: not there yet)
     problems: list[str]  # failed applies and spec problems of this reconcile
     now: datetime
+    config: Any = None  # the operator's OperatorConfig (e.g. a base URL the status names)
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,15 @@ class Kind:
     conditions: tuple[str, ...]  # condition types the reconciler owns; "Ready" first
     owned_status_fields: tuple[str, ...]  # other .status fields it owns (sent on every status write)
     children: tuple[ChildKind, ...] = ()
+    # Name of the children (with a status view) an object's status is computed from, from the object's name.
+    child_name: Callable[[str], str] = lambda name: name
     absent: Callable[[Any], list[Object]] = lambda obj: []
     references: Callable[[Any], list[Reference]] = lambda obj: []
     spec_problems: Callable[[Any], list[str]] = lambda obj: []
+    # Inputs of desired() that need the cluster or a backing service (e.g. the source's hash, provisioned
+    # credentials): (runtime, obj) -> value passed as desired(obj, value). It may raise
+    # reconcile.references.ReferenceProblem(reason, problems): Ready=False/<reason>, children untouched, retry.
+    prepare: Callable[[Runtime, Any], Any] | None = None
     # Kind-specific Events on a status change: (old status, new status) -> [(reason, message, type)].
     events: Callable[[dict[str, Any], dict[str, Any]], list[tuple[str, str, str]]] = lambda old, new: []
     hooks: KindHooks | None = None

@@ -33,7 +33,8 @@ from mpcloud_operator.runtime import Runtime
 
 log = logging.getLogger("mpcloud.reconcile")
 REFUSED = (400, 403, 409, 422)
-PRE_APPLY_FAILURES = ("InvalidSpec", "ReferenceNotFound", "RuntimeClassNotFound")  # the API server refused the object itself: retrying as is will not help soon
+PRE_APPLY_FAILURES = ("InvalidSpec", "ReferenceNotFound", "RuntimeClassNotFound", "InvalidSource",
+                      "BackingServiceUnavailable")  # the API server refused the object itself: retrying as is will not help soon
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,11 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
         write_status(runtime, kind, obj, body, [])
         return Result("ok")
 
+    prepared = None
     try:
         references.check(runtime, namespace, kind.references(obj))
+        if kind.prepare is not None:  # kind-specific inputs of desired(): may refuse like a missing reference
+            prepared = kind.prepare(runtime, obj)
     except references.ReferenceProblem as problem:
         write_failure(runtime, kind, body, problem.reason, str(problem))
         metrics.RECONCILE_ERRORS.labels(kind.kind, problem.reason).inc()
@@ -87,7 +91,7 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
     created: list[str] = []
     if kind.hooks:
         kind.hooks.before_apply(runtime, obj)
-    for desired in kind.desired(obj):
+    for desired in (kind.desired(obj) if kind.prepare is None else kind.desired(obj, prepared)):
         d_meta = desired["metadata"]
         existed = runtime.child_exists(desired["kind"], d_meta["namespace"], d_meta["name"])
         try:
@@ -138,7 +142,8 @@ def remember_child(runtime: Runtime, kind: Kind, live: dict[str, Any]) -> None:
 
 
 def _status_children(runtime: Runtime, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
-    return {c.kind: runtime.child_views.get((c.kind, namespace, name)) for c in kind.children
+    child = kind.child_name(name)
+    return {c.kind: runtime.child_views.get((c.kind, namespace, child)) for c in kind.children
             if c.status_view is not None}
 
 
@@ -147,7 +152,7 @@ def write_status(runtime: Runtime, kind: Kind, obj: Any, body: dict[str, Any], p
     meta = body["metadata"]
     old = dict(body.get("status") or {})
     inputs = StatusInput(old=old, children=_status_children(runtime, kind, meta["namespace"], meta["name"]),
-                         problems=problems, now=runtime.now())
+                         problems=problems, now=runtime.now(), config=runtime.config)
     new = kind.status(obj, inputs)
     # Only the condition types this reconciler owns (others, e.g. the scaler's, belong to other writers).
     new["conditions"] = [c for c in new.get("conditions", []) if c["type"] in kind.conditions]
@@ -180,7 +185,7 @@ def transition_events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[st
     before_ready = get_condition(old.get("conditions"), "Ready") or {}
     ready = get_condition(new.get("conditions"), "Ready") or {}
     if ready.get("status") == "True" and before_ready.get("status") == "False" and \
-            before_ready.get("reason") not in ("Creating", None):
+            before_ready.get("reason") not in ("Creating", "Deploying", None):
         out.append(("Ready", ready.get("message", ""), "Normal"))
     return out
 

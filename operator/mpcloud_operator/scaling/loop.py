@@ -28,7 +28,7 @@ from mpcloud_operator.config import SCALER_FIELD_MANAGER
 from mpcloud_operator.kube.client import ApiException
 from mpcloud_operator.api.conditions import get_condition, set_condition
 from mpcloud_operator.miniprogramapp.handlers import DESIRED_REPLICAS
-from mpcloud_operator.miniprogramapp.scaler import set_replicas
+from mpcloud_operator.reconcile.replicas import set_replicas
 from mpcloud_operator.scaling.core import AppInput, Outcome, Scaler, Settings, from_body
 from mpcloud_operator.scaling.promapi import PromClient
 

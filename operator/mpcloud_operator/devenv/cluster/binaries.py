@@ -24,6 +24,8 @@ KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 COREDNS_VERSION = "v1.15.0"
+# SeaweedFS publishes no semver tags to the module proxy: a pseudo-version (upstream commit 7506e5f91cd6).
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 
 _KUBE_LDFLAGS = " ".join(
     f"-X k8s.io/component-base/version.{k}={v}"
@@ -71,6 +73,13 @@ BUILD_SETS = (
     ),
     # The real nodes' cluster DNS (`realnode.py`).
     BuildSet("coredns", COREDNS_VERSION, {"coredns": "github.com/coredns/coredns"}),
+    # CloudFunctions' S3-compatible file storage (`devenv/seaweedfs.py`).
+    BuildSet(
+        "seaweedfs",
+        SEAWEEDFS_VERSION,
+        {"weed": "github.com/seaweedfs/seaweedfs/weed"},
+        "-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=7506e5f91cd6",
+    ),
 )
 
 
@@ -94,6 +103,7 @@ def binary_path(name: str) -> Path:
 
 
 NODE_BINARIES = frozenset({"kubelet", "kube-proxy", "coredns"})  # only a cluster with real nodes needs them
+STORAGE_BINARIES = frozenset({"weed"})  # file storage, not part of any cluster
 
 
 def missing(names: Collection[str] | None = None) -> list[str]:
@@ -102,7 +112,7 @@ def missing(names: Collection[str] | None = None) -> list[str]:
 
 
 def control_plane_names() -> set[str]:
-    return {n for b in BUILD_SETS for n in b.packages} - NODE_BINARIES
+    return {n for b in BUILD_SETS for n in b.packages} - NODE_BINARIES - STORAGE_BINARIES
 
 
 def ensure_binaries(log: Callable[[str], None] = print, names: Collection[str] | None = None) -> dict[str, Path]:
@@ -169,10 +179,18 @@ def _run_with_progress(cmd: list[str], cwd: Path, env: dict, log: Callable[[str]
     log(f"  {' '.join(names)}: {packages} packages, {time.monotonic() - started:.0f}s")
 
 
-def main() -> None:  # `python -m mpcloud_operator.devenv.cluster.binaries` (used by .ci/run)
-    paths = ensure_binaries(lambda m: print(m, file=sys.stderr, flush=True))
-    for name, path in paths.items():
-        print(f"{name}\t{path}")
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mpcloud_operator.devenv.cluster.binaries [NAME...]` (used by .ci/run and the Makefile): build the
+    named binaries, by default every cluster binary (the file-storage server `weed` only when named)."""
+    args = sys.argv[1:] if argv is None else argv
+    known = {n for b in BUILD_SETS for n in b.packages}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise SystemExit(f"unknown binary {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    names = set(args) or known - STORAGE_BINARIES
+    paths = ensure_binaries(lambda m: print(m, file=sys.stderr, flush=True), names=names)
+    for name in sorted(names):
+        print(f"{name}\t{paths[name]}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def install(kubeconfig: Path) -> None:
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
             "-k", str(REPO_ROOT / "crds"))
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager", "mpcloud-install",
-            *(arg for name in ("namespace.yaml", "rbac.yaml", "runtimeclasses.yaml")
+            *(arg for name in ("namespace.yaml", "rbac.yaml", "gateway-rbac.yaml", "runtimeclasses.yaml")
               for arg in ("-f", str(REPO_ROOT / "manifests" / name))))
     names = [f"crd/{yaml.safe_load(p.read_text())['metadata']['name']}"
              for p in sorted((REPO_ROOT / "crds").glob("*.yaml")) if p.name != "kustomization.yaml"]
@@ -41,8 +41,8 @@ def install(kubeconfig: Path) -> None:
 
 
 def service_account_kubeconfig(admin_kubeconfig: Path, out: Path, hours: int = 24, name: str = SA_NAME) -> Path:
-    """Write a kubeconfig that authenticates as a ServiceAccount of mpcloud-system (TokenRequest API): the
-    operator's by default, or `name` (the gateway's)."""
+    """Write a kubeconfig that authenticates as ServiceAccount `name` of mpcloud-system (default: the
+    operator's; the gateway has its own) through the TokenRequest API."""
     api = config.new_client_from_config(config_file=str(admin_kubeconfig))
     token = client.CoreV1Api(api).create_namespaced_service_account_token(
         name, SA_NAMESPACE, {"spec": {"expirationSeconds": hours * 3600}}).status.token

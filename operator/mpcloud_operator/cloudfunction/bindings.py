@@ -1,0 +1,127 @@
+"""A function's bindings: its app's collections and bucket provisioned, and the credentials its pods get.
+
+Each function gets a PostgreSQL login role granted only its declared collections, and an S3 key limited to its
+app's bucket. The secrets are derived, not stored: HMAC-SHA256 of the operator's binding key over the
+function's identity (namespace, app, name, uid). Every reconcile derives the same values, so provisioning is
+idempotent without reading a Secret back (the operator holds no read access to tenants' Secrets), a re-created
+function gets fresh credentials, and changing the binding key rotates every credential on the next pass.
+Nothing here runs without a configured backing service: a binding to one that is missing or down refuses the
+reconcile with Ready=False/BackingServiceUnavailable and a retry, and the running instances keep their
+current credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from mpcloud_operator.cloudfunction.model import CloudFunction
+from mpcloud_operator.reconcile.references import ReferenceProblem
+
+log = logging.getLogger("mpcloud.cloudfunction")
+UNAVAILABLE = "BackingServiceUnavailable"
+
+
+def derive(key: str, *parts: str, length: int = 32) -> str:
+    """A credential from the binding key and the function's identity (hex, `length` characters)."""
+    return hmac.new(key.encode(), "\x00".join(parts).encode(), hashlib.sha256).hexdigest()[:length]
+
+
+def _identity(fn: CloudFunction) -> tuple[str, str, str, str]:
+    m = fn.metadata
+    return m.namespace or "", fn.spec.app, m.name, m.uid or ""
+
+
+def _refuse(message: str) -> ReferenceProblem:
+    return ReferenceProblem(UNAVAILABLE, [message])
+
+
+def _database(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
+    cfg = runtime.config
+    if not cfg.postgres_admin_dsn:
+        raise _refuse("spec.bindings.database: this operator has no PostgreSQL (MPCLOUD_POSTGRES_ADMIN_DSN unset)")
+    from mpcloud_operator.backing.postgres import Provisioner
+
+    prov = runtime.service("postgres", lambda: Provisioner(cfg.postgres_admin_dsn))
+    ns, app, name, uid = _identity(fn)
+    password = derive(key, "postgres", ns, app, name, uid)
+    binding = fn.spec.bindings.database
+    assert binding is not None
+    try:
+        tenant = prov.ensure_tenant(ns, app)
+        for c in binding.collections:
+            prov.ensure_collection(tenant, c.name, list(c.indexes))
+        role = prov.ensure_function(tenant, name, {c.name: c.access for c in binding.collections}, password)
+    except Exception as exc:  # noqa: BLE001 - any provisioning failure: report it, keep the old instances
+        raise _refuse(f"PostgreSQL: {_first_line(exc)}") from exc
+    host = cfg.postgres_function_host or urlsplit(cfg.postgres_admin_dsn).netloc.rpartition("@")[2]
+    return {"MPCLOUD_DB_DSN": f"postgresql://{role}:{password}@{host}/{tenant.database}",
+            "MPCLOUD_DB_SCHEMA": tenant.schema}
+
+
+def _storage(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
+    cfg = runtime.config
+    if not (cfg.s3_endpoint and cfg.s3_admin_access_key and cfg.s3_admin_secret_key):
+        raise _refuse("spec.bindings.storage: this operator has no S3 server (MPCLOUD_S3_ENDPOINT and admin keys unset)")
+    from mpcloud_operator.backing.s3 import FileProvisioner
+
+    prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
+                                                         cfg.s3_admin_secret_key))
+    ns, app, name, uid = _identity(fn)
+    access_key = "MP" + derive(key, "s3-id", ns, app, name, uid, length=18).upper()
+    secret_key = derive(key, "s3-secret", ns, app, name, uid, length=40)
+    binding = fn.spec.bindings.storage
+    assert binding is not None
+    tenant = f"{ns}/{app}"
+    try:
+        bucket = prov.ensure_bucket(tenant)
+        prov.ensure_identity(tenant, name, binding.access, access_key, secret_key)
+    except Exception as exc:  # noqa: BLE001
+        raise _refuse(f"S3: {_first_line(exc)}") from exc
+    return {"MPCLOUD_S3_ENDPOINT": cfg.s3_function_endpoint or cfg.s3_endpoint,
+            "MPCLOUD_S3_PUBLIC_ENDPOINT": cfg.s3_public_endpoint or cfg.s3_endpoint,
+            "MPCLOUD_S3_REGION": "us-east-1", "MPCLOUD_S3_BUCKET": bucket,
+            "MPCLOUD_S3_ACCESS_KEY": access_key, "MPCLOUD_S3_SECRET_KEY": secret_key}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+def bind(runtime: Any, fn: CloudFunction) -> dict[str, str]:
+    """Provision what the function is bound to; its pods' environment (empty: no bindings)."""
+    b = fn.spec.bindings
+    if b.database is None and b.storage is None:
+        return {}
+    key = runtime.config.binding_key
+    if not key:
+        raise _refuse("spec.bindings: this operator has no binding key (MPCLOUD_BINDING_KEY unset)")
+    env: dict[str, str] = {}
+    if b.database is not None:
+        env.update(_database(runtime, fn, key))
+    if b.storage is not None:
+        env.update(_storage(runtime, fn, key))
+    return env
+
+
+def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
+    """The function is gone: drop its role and key (the app's data stays; see README "Deleting a function")."""
+    try:
+        if database and runtime.config.postgres_admin_dsn:
+            from mpcloud_operator.backing.postgres import Provisioner
+
+            prov = runtime.service("postgres", lambda: Provisioner(runtime.config.postgres_admin_dsn))
+            prov.drop_function(prov.ensure_tenant(namespace, app), name)
+        if storage and runtime.config.s3_endpoint:
+            from mpcloud_operator.backing.s3 import FileProvisioner
+
+            cfg = runtime.config
+            prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
+                                                                 cfg.s3_admin_secret_key))
+            prov.drop_identity(f"{namespace}/{app}", name)
+    except Exception as exc:  # noqa: BLE001 - best effort; logged for the operator's owner
+        log.warning("CloudFunction %s/%s: dropping its credentials failed: %s", namespace, name, exc)
