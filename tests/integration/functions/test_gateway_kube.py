@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from mpcloud_operator.devenv.cluster import install
 from tests.integration.functions.conftest import wait_until
@@ -58,10 +57,7 @@ def cloudfunction_crd(kubeconfig, mpcloud_installed):
 
 @pytest.fixture
 def gateway_kubeconfig(kubeconfig, mpcloud_installed, tmp_path) -> Path:
-    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "gateway.yaml").read_text())
-            if d and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
-    install.kubectl(kubeconfig, "apply", "--server-side", "--field-manager", "mpcloud-install", "-f", "-",
-                    input="\n---\n".join(yaml.safe_dump(d) for d in docs))
+    # mpcloud_installed applied manifests/gateway-rbac.yaml: the gateway's ServiceAccount and read-only role.
     return install.service_account_kubeconfig(kubeconfig, tmp_path / "gateway.kubeconfig", name="mpcloud-gateway")
 
 

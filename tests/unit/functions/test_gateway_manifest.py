@@ -1,4 +1,5 @@
-"""manifests/gateway.yaml: installed by the kustomization, read-only RBAC, Pod Security "restricted"."""
+"""manifests/gateway.yaml and gateway-rbac.yaml: installed by the kustomization, read-only RBAC, Pod Security
+"restricted"."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _docs() -> dict[str, dict]:
-    return {d["kind"]: d for d in yaml.safe_load_all((ROOT / "manifests" / "gateway.yaml").read_text()) if d}
+    return {d["kind"]: d for name in ("gateway.yaml", "gateway-rbac.yaml")
+            for d in yaml.safe_load_all((ROOT / "manifests" / name).read_text()) if d}
 
 
 def test_installed_with_the_rest():
-    assert "gateway.yaml" in yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
+    resources = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
+    assert {"gateway.yaml", "gateway-rbac.yaml"} <= set(resources)
     assert {d["metadata"].get("namespace") for k, d in _docs().items() if k not in ("ClusterRole", "ClusterRoleBinding")} \
         == {"mpcloud-system"}
 
