@@ -12,17 +12,20 @@ current credentials.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import threading
+import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from mpcloud_operator.cloudfunction.model import CloudFunction
 from mpcloud_operator.reconcile.references import ReferenceProblem
 
 log = logging.getLogger("mpcloud.cloudfunction")
 UNAVAILABLE = "BackingServiceUnavailable"
+PROVISIONED_TTL_S = 300.0
 
 
 def derive(key: str, *parts: str, length: int = 32) -> str:
@@ -50,16 +53,51 @@ def _database(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
     password = derive(key, "postgres", ns, app, name, uid)
     binding = fn.spec.bindings.database
     assert binding is not None
-    try:
-        tenant = prov.ensure_tenant(ns, app)
+    grants = {c.name: c.access for c in binding.collections}
+
+    async def provision() -> tuple[Any, str]:
+        tenant = await prov.ensure_tenant(ns, app)
         for c in binding.collections:
-            prov.ensure_collection(tenant, c.name, list(c.indexes))
-        role = prov.ensure_function(tenant, name, {c.name: c.access for c in binding.collections}, password)
-    except Exception as exc:  # noqa: BLE001 - any provisioning failure: report it, keep the old instances
-        raise _refuse(f"PostgreSQL: {_first_line(exc)}") from exc
-    host = cfg.postgres_function_host or urlsplit(cfg.postgres_admin_dsn).netloc.rpartition("@")[2]
-    return {"MPCLOUD_DB_DSN": f"postgresql://{role}:{password}@{host}/{tenant.database}",
+            await prov.ensure_collection(tenant, c.name, list(c.indexes))
+        return tenant, await prov.ensure_function(tenant, name, grants, password)
+
+    memo = runtime.service("postgres-provisioned", lambda: TTLMemo(PROVISIONED_TTL_S))
+    key = (ns, app, name, password, tuple((c.name, c.access, tuple(c.indexes)) for c in binding.collections))
+    done = memo.get(key)
+    if done is None:
+        try:
+            done = asyncio.run(provision())  # the reconcile runs in a worker thread: its own short event loop
+        except Exception as exc:  # noqa: BLE001 - any provisioning failure: report it, keep the old instances
+            raise _refuse(f"PostgreSQL: {_first_line(exc)}") from exc
+        memo.put(key, done)
+    tenant, role = done
+    host, _, port = (cfg.postgres_function_host or "").rpartition(":")
+    return {"MPCLOUD_DB_DSN": prov.dsn(tenant, role, password, host or None, int(port) if port else None),
             "MPCLOUD_DB_SCHEMA": tenant.schema}
+
+
+class TTLMemo:
+    """Provisioning results by their inputs for `ttl` seconds: a resync of every function must not cost a
+    round of SQL each, yet a database restored from scratch is re-provisioned within the TTL."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+        return item[1] if item and time.monotonic() - item[0] < self.ttl else None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic(), value)
+
+    def drop(self, match: Any) -> None:
+        with self._lock:
+            for key in [k for k in self._items if match(k)]:
+                del self._items[key]
 
 
 def _storage(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
@@ -76,11 +114,16 @@ def _storage(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
     binding = fn.spec.bindings.storage
     assert binding is not None
     tenant = f"{ns}/{app}"
-    try:
-        bucket = prov.ensure_bucket(tenant)
-        prov.ensure_identity(tenant, name, binding.access, access_key, secret_key)
-    except Exception as exc:  # noqa: BLE001
-        raise _refuse(f"S3: {_first_line(exc)}") from exc
+    memo = runtime.service("s3-provisioned", lambda: TTLMemo(PROVISIONED_TTL_S))
+    key = (ns, app, name, access_key, secret_key, binding.access)
+    bucket = memo.get(key)
+    if bucket is None:
+        try:
+            bucket = prov.ensure_bucket(tenant)
+            prov.ensure_identity(tenant, name, binding.access, access_key, secret_key)
+        except Exception as exc:  # noqa: BLE001
+            raise _refuse(f"S3: {_first_line(exc)}") from exc
+        memo.put(key, bucket)
     return {"MPCLOUD_S3_ENDPOINT": cfg.s3_function_endpoint or cfg.s3_endpoint,
             "MPCLOUD_S3_PUBLIC_ENDPOINT": cfg.s3_public_endpoint or cfg.s3_endpoint,
             "MPCLOUD_S3_REGION": "us-east-1", "MPCLOUD_S3_BUCKET": bucket,
@@ -114,8 +157,13 @@ def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, st
         if database and runtime.config.postgres_admin_dsn:
             from mpcloud_operator.backing.postgres import Provisioner
 
+            from mpcloud_operator.backing.postgres import tenant_for
+
             prov = runtime.service("postgres", lambda: Provisioner(runtime.config.postgres_admin_dsn))
-            prov.drop_function(prov.ensure_tenant(namespace, app), name)
+            asyncio.run(prov.drop_function(tenant_for(namespace, app), name))
+            memo = runtime.services.get("postgres-provisioned")
+            if memo is not None:
+                memo.drop(lambda k: k[:3] == (namespace, app, name))
         if storage and runtime.config.s3_endpoint:
             from mpcloud_operator.backing.s3 import FileProvisioner
 
@@ -123,5 +171,8 @@ def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, st
             prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
                                                                  cfg.s3_admin_secret_key))
             prov.drop_identity(f"{namespace}/{app}", name)
+            memo = runtime.services.get("s3-provisioned")
+            if memo is not None:
+                memo.drop(lambda k: k[:3] == (namespace, app, name))
     except Exception as exc:  # noqa: BLE001 - best effort; logged for the operator's owner
         log.warning("CloudFunction %s/%s: dropping its credentials failed: %s", namespace, name, exc)

@@ -19,6 +19,7 @@ from mpcloud_operator.cloudfunction import bindings, resources
 from mpcloud_operator.cloudfunction.model import KIND, CloudFunction
 from mpcloud_operator.cloudfunction.resources import Prepared
 from mpcloud_operator.reconcile import replicas
+from mpcloud_operator.reconcile.references import env_references
 from mpcloud_operator.reconcile.kind import ChildKind, Kind, KindHooks, Reference, StatusInput
 from mpcloud_operator.reconcile.references import ReferenceProblem
 
@@ -35,15 +36,7 @@ SECRET = ("Secret", "v1", "secrets")
 
 def references(fn: CloudFunction) -> list[Reference]:
     spec = fn.spec
-    refs = []
-    for env in spec.env:
-        for ref, kind in ((env.value_from and env.value_from.secret_key_ref, "Secret"),
-                          (env.value_from and env.value_from.config_map_key_ref, "ConfigMap")):
-            if ref:
-                refs.append(Reference(kind, ref.name, ref.optional))
-    for ef in spec.env_from:
-        ref, kind = (ef.secret_ref, "Secret") if ef.secret_ref else (ef.config_map_ref, "ConfigMap")
-        refs.append(Reference(kind, ref.name, ref.optional))
+    refs = env_references(spec.env, spec.env_from)
     if spec.source.config_map_ref is not None:
         refs.append(Reference("ConfigMap", spec.source.config_map_ref.name))
     if not spec.sandbox.unsandboxed:

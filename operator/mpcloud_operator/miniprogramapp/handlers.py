@@ -14,6 +14,7 @@ from prometheus_client import Gauge
 from mpcloud_operator.miniprogramapp import resources
 from mpcloud_operator.miniprogramapp.model import KIND, MiniProgramApp
 from mpcloud_operator.miniprogramapp.scaler import claim_replicas
+from mpcloud_operator.reconcile.references import env_references
 from mpcloud_operator.reconcile.kind import ChildKind, Kind, KindHooks, Reference, StatusInput
 
 DESIRED_REPLICAS = Gauge("mpcloud_desired_replicas", "Replicas mpcloud wants for an app.", ["namespace", "name"])
@@ -41,15 +42,7 @@ CHILDREN = (
 
 def references(app: MiniProgramApp) -> list[Reference]:
     spec = app.spec
-    refs = []
-    for env in spec.env:
-        for ref, kind in ((env.value_from and env.value_from.secret_key_ref, "Secret"),
-                          (env.value_from and env.value_from.config_map_key_ref, "ConfigMap")):
-            if ref:
-                refs.append(Reference(kind, ref.name, ref.optional))
-    for ef in spec.env_from:
-        ref, kind = (ef.secret_ref, "Secret") if ef.secret_ref else (ef.config_map_ref, "ConfigMap")
-        refs.append(Reference(kind, ref.name, ref.optional))
+    refs = env_references(spec.env, spec.env_from)
     for binding in (spec.bindings.database, spec.bindings.storage) if spec.bindings else ():
         if binding:
             refs.append(Reference("Secret", binding.secret_ref.name, binding.secret_ref.optional))

@@ -25,6 +25,20 @@ class ReferenceProblem(Exception):
         self.reason, self.problems = reason, problems
 
 
+def env_references(env: list, env_from: list) -> list[Reference]:
+    """The Secrets and ConfigMaps a container's env / envFrom (api.parts EnvVar, EnvFromSource) point at."""
+    refs = []
+    for var in env:
+        for ref, kind in ((var.value_from and var.value_from.secret_key_ref, "Secret"),
+                          (var.value_from and var.value_from.config_map_key_ref, "ConfigMap")):
+            if ref:
+                refs.append(Reference(kind, ref.name, ref.optional))
+    for ef in env_from:
+        ref, kind = (ef.secret_ref, "Secret") if ef.secret_ref else (ef.config_map_ref, "ConfigMap")
+        refs.append(Reference(kind, ref.name, ref.optional))
+    return refs
+
+
 def _exists(runtime: Runtime, ref: Reference, namespace: str) -> bool | None:
     """True/False, or None when the operator may not look (403)."""
     try:

@@ -283,3 +283,24 @@ def test_todo_example_functions_are_valid_and_bound() -> None:
         names.append(f.metadata.name)
         assert f.spec.bindings.database is not None and f.spec.app == "todo"
     assert names == ["add", "list", "toggle", "remove", "attach"]
+
+
+def test_schedules_fire_on_their_cron_once_per_due_time() -> None:
+    fired = []
+    schedules = scaler.Schedules("http://gw", post=lambda fn, name, body: fired.append((fn.metadata.name, name, body)))
+    f = fn(triggers={"schedules": [{"name": "nightly", "cron": "0 3 * * *", "body": '{"x": 1}'},
+                                   {"name": "often", "cron": "*/5 * * * *"}]})
+    t0 = datetime(2026, 12, 3, 2, 59, 30, tzinfo=timezone.utc).timestamp()
+    schedules.tick([f], t0)  # learns the next due times
+    schedules.tick([f], t0 + 20)
+    assert fired == []
+    schedules.tick([f], t0 + 31)  # 03:00:01
+    import time as _time
+    deadline = _time.monotonic() + 5
+    while len(fired) < 2 and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    assert sorted(fired) == [("hello", "nightly", '{"x": 1}'), ("hello", "often", None)]
+    schedules.tick([f], t0 + 40)
+    assert len(fired) == 2  # next due 03:05 / tomorrow 03:00
+    schedules.tick([], t0 + 50)
+    assert schedules.next_fire == {}
