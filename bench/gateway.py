@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT))
 
 from mpcloud_operator.devenv.ports import free_port  # noqa: E402
+from mpcloud_operator.devenv.waiting import wait_http_ready  # noqa: E402
 
 SOURCES = {
     "python3.11": ("index.py", "def main(event, context):\n    return {'ok': True, 'path': event['path']}\n"),
@@ -42,19 +42,6 @@ SOURCES = {
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
@@ -156,9 +143,9 @@ def main() -> None:
         gw_port = free_port()
         procs.append(_spawn(["mpcloud_operator.functions.gateway", "--routes", str(routes), "--port", str(gw_port),
                              "--host", "127.0.0.1"], tmp / "gateway.log"))
-        for port in hosts.values():
-            _wait_http(f"http://127.0.0.1:{port}/_/health")
-        _wait_http(f"http://127.0.0.1:{gw_port}/_/health")
+        for (runtime, port), proc in zip(hosts.items(), procs):
+            wait_http_ready(f"http://127.0.0.1:{port}/_/health", proc, 30, f"the {runtime} host", tmp)
+        wait_http_ready(f"http://127.0.0.1:{gw_port}/_/health", procs[-1], 30, "the gateway", tmp)
         load = os.getloadavg()[0]
         for runtime, port in hosts.items():
             for c in levels:

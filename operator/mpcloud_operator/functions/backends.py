@@ -2,9 +2,9 @@
 
 The host owns the clients (one PostgreSQL pool and one S3 client per instance, shared by all workers); a
 worker only names an allowlisted method (`protocol.check_rpc`) and its arguments. The clients come from the
-function pod's binding environment on first use (`MPCLOUD_DB_DSN`, `MPCLOUD_DB_SCHEMA`, `MPCLOUD_S3_*`); a
-function without a binding gets PermissionDenied. `mpcloud_operator.functions.docdb` / `.storage` are imported
-only then, so a host without bindings never loads psycopg or boto3.
+function pod's binding environment on first use (`docdb.Database.connect(MPCLOUD_DB_DSN, MPCLOUD_DB_SCHEMA)`,
+`storage.Storage.from_env`); a function without a binding gets PermissionDenied. `mpcloud_operator.functions.docdb` / `.storage` are imported
+only then, so a host without bindings never loads psycopg or the S3 client.
 
 Unit tests inject in-memory doubles through `Backends(db=..., storage=...)`; integration tests use the real ones.
 """
@@ -26,7 +26,8 @@ UNAVAILABLE = {"db": "DatabaseUnavailable", "storage": "StorageUnavailable"}
 class Backends:
     def __init__(self, env: Mapping[str, str], db: Any = None, storage: Any = None, pool_size: int = 10) -> None:
         self.env, self.pool_size = env, pool_size
-        self._db, self._storage, self._pool = db, storage, None
+        self._db, self._storage = db, storage
+        self._owned: list[Any] = []  # clients made here (closed with the host), not injected doubles
         self._lock = asyncio.Lock()
 
     async def _database(self) -> Any:
@@ -38,27 +39,23 @@ class Backends:
                         raise RpcError("PermissionDenied", "this function has no database binding (spec.bindings.database)")
                     from mpcloud_operator.functions import docdb
 
-                    # min_size 0: a database that is down at start-up must not stop the instance serving.
-                    # Database.connect's pool checks connections before lending them (a PostgreSQL restart
-                    # costs no failed call) and gives up after 5 s with DatabaseUnavailable (not psycopg's 30 s).
+                    # The pool opens without waiting: a database that is down must not stop the instance serving
+                    # (calls answer DatabaseUnavailable until it is back).
                     self._db = await docdb.Database.connect(dsn, self.env.get("MPCLOUD_DB_SCHEMA", "public"),
                                                             min_size=0, max_size=self.pool_size)
-                    self._pool = self._db.pool
+                    self._owned.append(self._db)
         return self._db
 
     async def _files(self) -> Any:
         if self._storage is None:
             async with self._lock:
                 if self._storage is None:
-                    env = self.env
-                    if not env.get("MPCLOUD_S3_ENDPOINT") or not env.get("MPCLOUD_S3_BUCKET"):
-                        raise RpcError("PermissionDenied", "this function has no storage binding (spec.bindings.storage)")
                     from mpcloud_operator.functions import storage
 
-                    self._storage = storage.Storage(
-                        env["MPCLOUD_S3_ENDPOINT"], env.get("MPCLOUD_S3_ACCESS_KEY", ""), env.get("MPCLOUD_S3_SECRET_KEY", ""),
-                        env["MPCLOUD_S3_BUCKET"], env.get("MPCLOUD_S3_REGION", "us-east-1"),
-                        env.get("MPCLOUD_S3_PUBLIC_ENDPOINT") or env["MPCLOUD_S3_ENDPOINT"])
+                    self._storage = storage.Storage.from_env(dict(self.env))
+                    if self._storage is None:
+                        raise RpcError("PermissionDenied", "this function has no storage binding (spec.bindings.storage)")
+                    self._owned.append(self._storage)
         return self._storage
 
     async def call(self, message: dict[str, Any]) -> Any:
@@ -88,10 +85,8 @@ class Backends:
             raise RpcError(UNAVAILABLE[target], f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-        closer = getattr(self._storage, "close", None)
-        if closer is not None:
-            result = closer()
-            if asyncio.iscoroutine(result):
+        for client in self._owned:
+            closer = getattr(client, "close", None)
+            if closer is not None and asyncio.iscoroutine(result := closer()):
                 await result
+        self._owned.clear()

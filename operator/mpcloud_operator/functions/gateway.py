@@ -27,17 +27,16 @@ import collections
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from yarl import URL
 
-from mpcloud_operator.functions import protocol
+from mpcloud_operator.functions import protocol, service
 from mpcloud_operator.functions.routes import (FunctionRoute, Key, KubeRouteSource, RouteSource, RouteTable,
                                                StaticRouteSource)
 
@@ -214,7 +213,8 @@ class Gateway:
     async def start(self) -> None:
         # One pool of keep-alive connections to all instances; no total limit (per-function limits apply).
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                                             cookie_jar=aiohttp.DummyCookieJar())  # a proxy keeps no cookies
         await self.source.start(self.table)
         self._ticker = asyncio.get_running_loop().create_task(self._demand_ticker())
 
@@ -226,20 +226,11 @@ class Gateway:
             await self.session.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=protocol.MAX_LINE // 8)
+        app = service.application(self.start, self.close)
         app.router.add_get("/_/health", self.health)
         app.router.add_get("/_/metrics", self.metrics_page)
         app.router.add_get("/_/routes", self.routes_page)
         app.router.add_route("*", "/{tail:.*}", self.proxy)
-
-        async def on_startup(_: web.Application) -> None:
-            await self.start()
-
-        async def on_cleanup(_: web.Application) -> None:
-            await self.close()
-
-        app.on_startup.append(on_startup)
-        app.on_cleanup.append(on_cleanup)
         return app
 
     async def health(self, _: web.Request) -> web.Response:
@@ -247,7 +238,7 @@ class Gateway:
         return web.json_response({"ready": ready, "functions": len(self.table.functions)}, status=200 if ready else 503)
 
     async def metrics_page(self, _: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return service.metrics_response(self.metrics.registry)
 
     async def routes_page(self, _: web.Request) -> web.Response:
         return web.json_response({"functions": [
@@ -371,13 +362,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    service.configure_logging()
     source: RouteSource = (StaticRouteSource(args.routes) if args.routes
                            else KubeRouteSource.from_kubeconfig(args.kubeconfig))
     gateway = Gateway(source, args.demand_url, args.queue_timeout, args.max_queue)
     log.info("gateway on %s:%d (routes from %s, demand to %s)", args.host, args.port,
              args.routes or args.kubeconfig or "the cluster", args.demand_url or "nowhere")
-    web.run_app(gateway.app(), host=args.host, port=args.port, print=None, access_log=None)
+    service.serve(gateway.app(), args.host, args.port)
 
 
 if __name__ == "__main__":

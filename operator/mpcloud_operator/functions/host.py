@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mpcloud_operator.functions import protocol
+from mpcloud_operator.functions import protocol, service
 from mpcloud_operator.functions.backends import Backends
 from mpcloud_operator.functions.pool import Outcome, WorkerPool
 
@@ -44,7 +44,6 @@ log = logging.getLogger("mpcloud.functions.host")
 
 WORKERS_DIR = Path(__file__).resolve().parent / "workers"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding mpcloud_operator/
-MAX_BODY = 6 << 20  # request bodies, as AWS Lambda's synchronous limit
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -130,22 +129,16 @@ class Host:
         await self.backends.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        async def begin_loading() -> None:
+            # Listen at once; invocations that arrive while the code loads wait for it.
+            self._loading = asyncio.get_running_loop().create_task(self.start())
+
+        app = service.application(begin_loading, self.close)
         app.router.add_get("/_/health", self.health)
         app.router.add_get("/_/live", self.live)
         app.router.add_get("/_/metrics", self.metrics_page)
         app.router.add_route("*", "/_/{rest:.*}", self.not_found)
         app.router.add_route("*", "/{tail:.*}", self.invoke)
-
-        async def on_startup(_: web.Application) -> None:
-            # Listen at once; invocations that arrive while the code loads wait for it.
-            self._loading = asyncio.get_running_loop().create_task(self.start())
-
-        async def on_cleanup(_: web.Application) -> None:
-            await self.close()
-
-        app.on_startup.append(on_startup)
-        app.on_cleanup.append(on_cleanup)
         return app
 
     # ------------------------------------------------------------------ endpoints
@@ -161,7 +154,7 @@ class Host:
         return web.json_response({"live": True})
 
     async def metrics_page(self, _: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return service.metrics_response(self.metrics.registry)
 
     async def not_found(self, request: web.Request) -> web.Response:
         return _respond(*protocol.response_from_error({"type": "NotFound", "message": f"no endpoint {request.path}"}))
@@ -225,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    service.configure_logging()
     try:
         language(args.runtime)
     except ValueError as exc:
@@ -233,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from exc
     host = Host(args.runtime, args.code_dir, args.handler, args.timeout, args.concurrency)
     log.info("runtime host for %s on %s:%d", host.function or args.handler, args.host, args.port)
-    web.run_app(host.app(), host=args.host, port=args.port, print=None, access_log=None, handle_signals=True)
+    service.serve(host.app(), args.host, args.port)
 
 
 if __name__ == "__main__":

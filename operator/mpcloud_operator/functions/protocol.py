@@ -38,7 +38,8 @@ ERROR_STATUS = {
     "NotFound": 404,
 }
 
-MAX_LINE = 64 << 20  # the longest protocol line either side accepts (bodies are capped lower, see host)
+MAX_LINE = 64 << 20  # the longest protocol line either side accepts (bodies are capped lower)
+MAX_BODY = 6 << 20  # request bodies the host and the gateway accept, as AWS Lambda's synchronous limit
 
 
 class ProtocolError(ValueError):

@@ -1,4 +1,5 @@
-"""manifests/gateway.yaml and gateway-rbac.yaml: installed by the kustomization, read-only RBAC, Pod Security "restricted"."""
+"""manifests/gateway.yaml and gateway-rbac.yaml: installed by the kustomization, read-only RBAC, Pod Security
+"restricted"."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def _docs() -> dict[str, dict]:
 
 def test_installed_with_the_rest():
     resources = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
-    assert "gateway.yaml" in resources and "gateway-rbac.yaml" in resources
+    assert {"gateway.yaml", "gateway-rbac.yaml"} <= set(resources)
     assert {d["metadata"].get("namespace") for k, d in _docs().items() if k not in ("ClusterRole", "ClusterRoleBinding")} \
         == {"mpcloud-system"}
 
