@@ -281,24 +281,3 @@ def status(base: Path | None = None) -> dict:
             "gateways": {a: _pid(base / f"s3-{a}.pid") is not None for a in listen},
             "admin_access_key": credentials(base)[0] if (base / "s3.json").exists() else None,
             "credentials_file": str(base / "s3.json")}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m mpcloud_operator.devenv.seaweedfs up|down|status [--listen ADDR]...` (the Makefile's and a
-    developer's entry point)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m mpcloud_operator.devenv.seaweedfs")
-    parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--listen", action="append", default=None, help="extra S3 address (repeatable)")
-    args = parser.parse_args(argv)
-    if args.action == "up":
-        print(up(listen=args.listen))
-    elif args.action == "down":
-        print("stopped" if down() else "not running")
-    else:
-        print(json.dumps(status(), indent=2))
-
-
-if __name__ == "__main__":
-    main()
