@@ -176,12 +176,15 @@ def wait_ready(endpoint: str, access_key: str, secret_key: str, proc: subprocess
                what: str, log_path: Path | None = None, write: bool = True) -> None:
     """Until an authenticated ListBuckets answers (filer up, identities loaded) and, with `write`, an object can
     be stored (a volume server has registered with the master): SeaweedFS answers HTTP well before both."""
+    import urllib3
     from minio import Minio
 
     from mpcloud_operator.backing.s3 import split_endpoint
 
     host, secure = split_endpoint(endpoint)
-    client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1")
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=5), retries=False)  # we poll ourselves
+    client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1",
+                   http_client=http)
     see = f"; see {log_path}" if log_path else ""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
