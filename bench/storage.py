@@ -1,12 +1,13 @@
 """File storage throughput: the function runtime's `Storage` client vs the raw minio client, same SeaweedFS.
 
-    python bench/storage.py [--small 200] [--large 8] [--large-mib 4] [--concurrency 4]
+    python bench/storage.py [--small 200] [--large 8] [--large-mib 4] [--concurrency 4] [--rounds 3]
 
 Starts a private SeaweedFS (devenv/seaweedfs, in a temporary directory; `make seaweedfs` builds it), provisions
 one tenant and one function identity with FileProvisioner, then times put and get of small (1 KiB) objects
 (ops/s: per-request overhead) and large objects (MB/s), each through `functions.storage.Storage` (asyncio facade,
 thread executor, `--concurrency` requests in flight) and through a raw `minio.Minio` client called from the
-same number of threads. Prints a table and one JSON line. Bounded: a fixed count of requests to 127.0.0.1 only.
+same number of threads; `--rounds` rounds alternating which goes first, medians reported ("client/raw" > 1: the
+client is faster). Prints a table and one JSON line. Bounded: a fixed count of requests to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=8, help="number of large objects")
     ap.add_argument("--large-mib", type=int, default=4, help="size of a large object in MiB")
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per case (median reported)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mpcloud-bench-s3-") as tmp:
@@ -94,14 +97,20 @@ def main() -> None:
             for name, size, count in cases:
                 payload = os.urandom(size)
                 for op in ("put", "get"):
-                    client_keys = [f"client/{name}/{i}" for i in range(count)]
-                    raw_keys = [f"raw/{name}/{i}" for i in range(count)]
-                    t_client = asyncio.run(_client_run(st, op, client_keys, payload, args.concurrency))
-                    t_raw = _raw_run(raw, bucket, op, raw_keys, payload, args.concurrency)
-                    rows.append({"case": name, "op": op, "size": size, "count": count,
-                                 "client_ops": count / t_client, "raw_ops": count / t_raw,
-                                 "client_mbs": count * size / t_client / 1e6, "raw_mbs": count * size / t_raw / 1e6,
-                                 "ratio": t_raw / t_client})
+                    t_client, t_raw = [], []
+                    for rnd in range(args.rounds):  # alternate who goes first: caches and load drift cancel
+                        client_keys = [f"client/{name}/{rnd}/{i}" for i in range(count)]
+                        raw_keys = [f"raw/{name}/{rnd}/{i}" for i in range(count)]
+                        runs = [lambda: t_client.append(asyncio.run(
+                                    _client_run(st, op, client_keys, payload, args.concurrency))),
+                                lambda: t_raw.append(_raw_run(raw, bucket, op, raw_keys, payload, args.concurrency))]
+                        for fn in (runs if rnd % 2 == 0 else runs[::-1]):
+                            fn()
+                    tc, tr = statistics.median(t_client), statistics.median(t_raw)
+                    rows.append({"case": name, "op": op, "size": size, "count": count, "rounds": args.rounds,
+                                 "client_ops": count / tc, "raw_ops": count / tr,
+                                 "client_mbs": count * size / tc / 1e6, "raw_mbs": count * size / tr / 1e6,
+                                 "ratio": tr / tc})
             executor.shutdown()
         finally:
             seaweedfs.down(base)
