@@ -34,7 +34,7 @@ from mpcloud_operator.devenv.ports import free_port
 
 DEFAULT_S3_PORT = 8333
 VOLUME_SIZE_LIMIT_MB = 32
-MAX_VOLUMES = 100
+MAX_VOLUMES = 500  # 32 MiB each, sparse: one per written bucket at first
 ADMIN_NAME = "mpcloud-admin"
 _PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 
