@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (f"{DEVENV}.commands", "demo"),
     "prometheus": (f"{DEVENV}.commands", "prometheus"),
     "postgres": (f"{DEVENV}.commands", "postgres"),
+    "seaweedfs": (f"{DEVENV}.commands", "seaweedfs"),
     "traffic": (f"{DEVENV}.commands", "traffic"),
     "image": (f"{DEVENV}.commands", "image"),
 }

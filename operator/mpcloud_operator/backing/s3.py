@@ -29,7 +29,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import urllib3
 from minio import Minio
@@ -113,6 +113,19 @@ def policy_document(bucket: str, access: Access) -> dict:
                            "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                            "Resource": [objects]})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def canonical_policy(doc: dict | None) -> list[tuple] | None:
+    """A policy in a form that compares equal however a server re-serialises it (a one-item list as a string,
+    statement or action order)."""
+    if not doc:
+        return None
+
+    def items(value: object) -> tuple[str, ...]:
+        return tuple(sorted([value] if isinstance(value, str) else list(value or [])))
+
+    return sorted((st.get("Sid", ""), st.get("Effect", ""), items(st.get("Action")), items(st.get("Resource")))
+                  for st in doc.get("Statement", []))
 
 
 def secret_fingerprint(access_key: str, secret_key: str) -> str:
@@ -230,7 +243,7 @@ class FileProvisioner:
             self.iam.call("CreateAccessKey", UserName=user, AccessKeyId=access_key, SecretAccessKey=secret_key)
             self.iam.call("TagUser", UserName=user, **{"Tags.member.1.Key": "mpcloud-credential",
                                                        "Tags.member.1.Value": fingerprint})
-        if self._policy(user) != wanted_policy:
+        if canonical_policy(self._policy(user)) != canonical_policy(wanted_policy):
             self.iam.call("PutUserPolicy", UserName=user, PolicyName=POLICY_NAME,
                           PolicyDocument=json.dumps(wanted_policy, separators=(",", ":")))
         return user
@@ -272,9 +285,7 @@ class FileProvisioner:
                 return None
             raise
         text = root.findtext(".//PolicyDocument") or ""
-        try:
-            from urllib.parse import unquote
-
+        try:  # AWS answers the document URL-encoded
             return json.loads(unquote(text))
         except ValueError:
             return None

@@ -1,4 +1,5 @@
-"""The dev-environment commands of the `mpcloud` CLI: cluster, kubectl, demo, prometheus, postgres, traffic.
+"""The dev-environment commands of the `mpcloud` CLI: cluster, kubectl, demo, prometheus, postgres, seaweedfs,
+traffic.
 
 They live here, not in `mpcloud_operator.commands`, so that the operator image (which has no devenv
 package) has none of them; `mpcloud_operator.cli` loads this module only when one of them is invoked.
@@ -16,6 +17,7 @@ import time
 import click
 
 from mpcloud_operator.devenv import postgres as local_postgres
+from mpcloud_operator.devenv import seaweedfs as local_seaweedfs
 from mpcloud_operator.devenv import prometheus as local_prometheus
 from mpcloud_operator.devenv.cluster import binaries, images, local, realnode
 
@@ -184,6 +186,39 @@ def postgres_down(immediate: bool) -> None:
 def postgres_status() -> None:
     """Whether it runs, its port, listen addresses and allowed subnets (the DSN with the password masked)."""
     click.echo(json.dumps(local_postgres.status(), indent=2))
+
+
+@click.group("seaweedfs")
+def seaweedfs() -> None:
+    """Local SeaweedFS (S3 file storage for functions): state in $MPCLOUD_HOME/seaweedfs."""
+
+
+@seaweedfs.command("up")
+@click.option("--port", type=int, default=local_seaweedfs.DEFAULT_S3_PORT, show_default=True, help="S3 port")
+@click.option("--listen", multiple=True, help="extra S3 address, e.g. the real node's bridge gateway "
+              "(repeatable; default: the previous start's)")
+def seaweedfs_up(port: int, listen: tuple[str, ...]) -> None:
+    """Start SeaweedFS (idempotent) and print the operator's S3 settings (the admin keys' file is 0600)."""
+    try:
+        url = local_seaweedfs.up(s3_port=port, listen=list(listen) or None)
+    except local_seaweedfs.SeaweedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    access, secret = local_seaweedfs.credentials()
+    click.echo(f"export MPCLOUD_S3_ENDPOINT={url}\nexport MPCLOUD_S3_ADMIN_ACCESS_KEY={access}\n"
+               f"export MPCLOUD_S3_ADMIN_SECRET_KEY={secret}")
+
+
+@seaweedfs.command("down")
+@click.option("--kill", is_flag=True, help="SIGKILL instead of SIGTERM")
+def seaweedfs_down(kill: bool) -> None:
+    """Stop SeaweedFS and its extra gateways (the data stays)."""
+    click.echo("stopped" if local_seaweedfs.down(kill=kill) else "not running")
+
+
+@seaweedfs.command("status")
+def seaweedfs_status() -> None:
+    """Whether it runs, its S3 URL, listen addresses and the admin access key id."""
+    click.echo(json.dumps(local_seaweedfs.status(), indent=2))
 
 
 @click.group("traffic")

@@ -34,7 +34,7 @@ from mpcloud_operator.devenv.ports import free_port
 
 DEFAULT_S3_PORT = 8333
 VOLUME_SIZE_LIMIT_MB = 32
-MAX_VOLUMES = 100
+MAX_VOLUMES = 500  # 32 MiB each, sparse: one per written bucket at first
 ADMIN_NAME = "mpcloud-admin"
 _PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 
@@ -176,12 +176,15 @@ def wait_ready(endpoint: str, access_key: str, secret_key: str, proc: subprocess
                what: str, log_path: Path | None = None, write: bool = True) -> None:
     """Until an authenticated ListBuckets answers (filer up, identities loaded) and, with `write`, an object can
     be stored (a volume server has registered with the master): SeaweedFS answers HTTP well before both."""
+    import urllib3
     from minio import Minio
 
     from mpcloud_operator.backing.s3 import split_endpoint
 
     host, secure = split_endpoint(endpoint)
-    client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1")
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=5), retries=False)  # we poll ourselves
+    client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1",
+                   http_client=http)
     see = f"; see {log_path}" if log_path else ""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -281,24 +284,3 @@ def status(base: Path | None = None) -> dict:
             "gateways": {a: _pid(base / f"s3-{a}.pid") is not None for a in listen},
             "admin_access_key": credentials(base)[0] if (base / "s3.json").exists() else None,
             "credentials_file": str(base / "s3.json")}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m mpcloud_operator.devenv.seaweedfs up|down|status [--listen ADDR]...` (the Makefile's and a
-    developer's entry point)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m mpcloud_operator.devenv.seaweedfs")
-    parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--listen", action="append", default=None, help="extra S3 address (repeatable)")
-    args = parser.parse_args(argv)
-    if args.action == "up":
-        print(up(listen=args.listen))
-    elif args.action == "down":
-        print("stopped" if down() else "not running")
-    else:
-        print(json.dumps(status(), indent=2))
-
-
-if __name__ == "__main__":
-    main()

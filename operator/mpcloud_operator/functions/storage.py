@@ -106,8 +106,9 @@ class Storage:
         self.endpoint = endpoint
         self.bucket = bucket
         self._executor = executor
+        self._http = _http(timeout)
         self._client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
-                             http_client=_http(timeout))
+                             http_client=self._http)
         pub_host, pub_secure = _host(public_endpoint or endpoint)
         self._signer = Minio(pub_host, access_key=access_key, secret_key=secret_key, secure=pub_secure,
                              region=region)
@@ -120,6 +121,10 @@ class Storage:
         return cls(env["MPCLOUD_S3_ENDPOINT"], env.get("MPCLOUD_S3_ACCESS_KEY", ""),
                    env.get("MPCLOUD_S3_SECRET_KEY", ""), env["MPCLOUD_S3_BUCKET"],
                    env.get("MPCLOUD_S3_REGION") or "us-east-1", env.get("MPCLOUD_S3_PUBLIC_ENDPOINT") or None)
+
+    def close(self) -> None:
+        """Drop pooled connections (the runtime host calls it at shutdown)."""
+        self._http.clear()
 
     async def _run(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -141,7 +146,11 @@ class Storage:
             return PermissionDenied(f"storage {what}: access denied to bucket {self.bucket} ({exc.code})")
         if exc.code in _MISSING:
             return NotFound(f"storage {what}: {exc.code} in bucket {self.bucket}")
-        return StorageError(f"storage {what}: {exc.code}: {exc.message}")
+        status = getattr(exc.response, "status", 500)
+        if status >= 500:
+            return StorageUnavailable(f"storage {what}: the S3 server at {self.endpoint} failed: {exc.code}: "
+                                      f"{exc.message}")
+        return BadRequest(f"storage {what}: {exc.code}: {exc.message}")
 
     async def put(self, key: str, data: bytes | str, content_type: str = "application/octet-stream") -> dict:
         """Store `data` under `key` (str is stored as UTF-8); returns {"key", "size", "etag"}."""

@@ -82,6 +82,18 @@ def test_unknown_access_is_refused():
         s3.policy_document("b", "admin")  # type: ignore[arg-type]
 
 
+def test_canonical_policy_ignores_how_a_server_reserialises():
+    doc = s3.policy_document("b1", "readWrite")
+    # What SeaweedFS's GetUserPolicy answers: one-item lists become strings; order may change.
+    echoed = {"Version": doc["Version"], "Statement": [
+        {**st, "Action": list(reversed(st["Action"])) if len(st["Action"]) > 1 else st["Action"][0],
+         "Resource": st["Resource"][0]} for st in reversed(doc["Statement"])]}
+    assert s3.canonical_policy(echoed) == s3.canonical_policy(doc)
+    assert s3.canonical_policy(s3.policy_document("b1", "read")) != s3.canonical_policy(doc)
+    assert s3.canonical_policy(s3.policy_document("b2", "readWrite")) != s3.canonical_policy(doc)
+    assert s3.canonical_policy(None) is None
+
+
 def test_fingerprint_changes_with_the_secret():
     assert s3.secret_fingerprint("K", "s1") != s3.secret_fingerprint("K", "s2")
     assert s3.secret_fingerprint("K", "s1") == s3.secret_fingerprint("K", "s1")

@@ -61,3 +61,23 @@ def test_unreachable_server_is_storage_unavailable():
     s = Storage("http://127.0.0.1:9", "AK", "secretsecret", "bkt", timeout=2)
     with pytest.raises(storage.StorageUnavailable, match="unreachable"):
         asyncio.run(s.get("x"))
+
+
+def test_server_errors_are_typed_by_code_and_status():
+    from minio.error import S3Error
+
+    s = Storage("http://127.0.0.1:9", "AK", "secretsecret", "bkt")
+
+    class Resp:
+        def __init__(self, status):
+            self.status = status
+
+    def err(code, status):
+        return s._translate("get 'k'", S3Error(Resp(status), code, "msg", "/bkt/k", "r", "h"))
+
+    assert isinstance(err("AccessDenied", 403), storage.PermissionDenied)
+    assert isinstance(err("InvalidAccessKeyId", 403), storage.PermissionDenied)
+    assert isinstance(err("NoSuchKey", 404), storage.NotFound)
+    assert isinstance(err("InternalError", 500), storage.StorageUnavailable)
+    assert isinstance(err("EntityTooLarge", 400), storage.BadRequest)
+    s.close()

@@ -99,6 +99,22 @@ def test_ensure_identity_is_idempotent_and_keeps_one_key(tenants, provisioner):
     run(st.put("k", b"v"))
 
 
+def test_reapplying_an_unchanged_identity_only_reads(tenants, provisioner, monkeypatch):
+    tenant = tenants.new()
+    keys = new_keys()
+    tenants.bind(tenant, "reads", access="read", keys=keys)
+    actions: list[str] = []
+    real = provisioner.iam.call
+
+    def spy(action, **params):
+        actions.append(action)
+        return real(action, **params)
+
+    monkeypatch.setattr(provisioner.iam, "call", spy)
+    provisioner.ensure_identity(tenant, "reads", "read", *keys)
+    assert actions and all(a.startswith(("Get", "List")) for a in actions), actions
+
+
 def test_rotated_key_replaces_the_old_one(tenants, provisioner):
     tenant = tenants.new()
     old = tenants.bind(tenant, "rotate")
