@@ -75,7 +75,7 @@ def test_oci_archive_is_tagged_with_its_manifest_digest(tmp_path):
     assert c.ref != a.ref
 
 
-def test_function_runtime_image_is_the_operator_layers_on_a_base_with_nodejs(tmp_path, monkeypatch):
+def test_function_runtime_image_is_the_operator_layers_with_pinned_nodejs(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "images_dir", lambda: tmp_path)
     bases: list[tuple[str, ...]] = []
 
@@ -92,13 +92,15 @@ def test_function_runtime_image_is_the_operator_layers_on_a_base_with_nodejs(tmp
     monkeypatch.setattr(images, "base_layer", fake_base)
     monkeypatch.setattr(images, "python_deps_layer", lambda log: fake_layer("deps"))
     monkeypatch.setattr(images, "operator_source_layer", lambda log: fake_layer("src"))
+    monkeypatch.setattr(images, "node_layer", lambda log: fake_layer("node"))
     built = images.build(lambda m: None, names=["operator", "function-runtime"])
     runtime, operator = built["function-runtime"], built["operator"]
-    assert "nodejs" in bases[-1] and "python3" in bases[-1]
-    assert [p.name for p in runtime.layers] == ["debian-python-node.tar", "deps.tar", "src.tar"]
-    assert runtime.layers[1:] == operator.layers[1:]  # the same dependency and source blobs
+    assert "libstdc++6" in bases[-1] and "python3" in bases[-1]
+    assert [p.name for p in runtime.layers] == ["debian-python-libstdcxx.tar", "node.tar", "deps.tar", "src.tar"]
+    assert runtime.layers[2:] == operator.layers[1:]  # the same dependency and source blobs
+    assert f"MPCLOUD_NODE={images.NODE_PATH}" in runtime.env and images.NODE_VERSION.startswith("20.")
     assert runtime.entrypoint == ["/usr/bin/python3", "-m", "mpcloud_operator.functions.host"]
-    assert runtime.user == operator.user and "MPCLOUD_NODE=/usr/bin/node" in runtime.env
+    assert runtime.user == operator.user and f"MPCLOUD_NODE={images.NODE_PATH}" in runtime.env
     assert runtime.ref.startswith("mpcloud.local/function-runtime:") and "function-runtime" in images.NAMES
 
 

