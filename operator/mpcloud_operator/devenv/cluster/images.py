@@ -6,8 +6,9 @@ so a spec that names the tag pins the content. Images, in build order:
 
 - `pause`: the pod sandbox (Debian's static `catatonit -P`), the real node's containerd `sandbox_image`;
 - `debian-python`: `mmdebstrap` of Debian bookworm with python3 — the base of function runtimes and pipeline steps;
-- `operator`: debian-python + the operator's Python dependencies (pip, host wheels/PyPI) + `operator/` and
-  `predictors/` from this checkout (no devenv, as the Dockerfile), running as 65532 like manifests/operator.yaml;
+- `operator`: Debian + Node.js (as function-runtime, for `node --check` of function sources) + the operator's
+  Python dependencies (pip, host wheels/PyPI) + `operator/` and `predictors/` from this checkout (no devenv, as
+  the Dockerfile), running as 65532 like manifests/operator.yaml;
 - `function-runtime`: the operator's dependency and source layers on a Debian base, plus Node.js 20 (the Node.js
   project's build from the npm registry, pinned by integrity: bookworm's own nodejs is 18),
   entrypoint `python3 -m mpcloud_operator.functions.host` (CloudFunction pods; the code comes at start-up).
@@ -323,14 +324,16 @@ def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> d
     out: dict[str, Image] = {}
     if "pause" in names:
         out["pause"] = Image("pause", [pause_layer(log)], ["/pause", "-P"], env=[])
-    if "debian-python" in names or "operator" in names:
-        base = base_layer(log)
-        if "debian-python" in names:
-            out["debian-python"] = Image("debian-python", [base], ["/usr/bin/python3"])
-        if "operator" in names:
-            out["operator"] = Image(
-                "operator", [base, python_deps_layer(log), operator_source_layer(log)], ["/usr/bin/python3", "-m", "mpcloud_operator"],
-                cmd=["operator", "run"], user=f"{NONROOT_UID}:{NONROOT_UID}", env=list(OPERATOR_ENV))
+    if "debian-python" in names:
+        out["debian-python"] = Image("debian-python", [base_layer(log)], ["/usr/bin/python3"])
+    if "operator" in names:
+        # The function runtime's layers with another entrypoint: the operator checks Node.js sources with the
+        # very Node.js the functions run on (`node --check`).
+        out["operator"] = Image(
+            "operator", [base_layer(log, RUNTIME_PACKAGES, "debian-python-libstdcxx"), node_layer(log),
+                         python_deps_layer(log), operator_source_layer(log)],
+            ["/usr/bin/python3", "-m", "mpcloud_operator"], cmd=["operator", "run"],
+            user=f"{NONROOT_UID}:{NONROOT_UID}", env=[*OPERATOR_ENV, f"MPCLOUD_NODE={NODE_PATH}"])
     if "function-runtime" in names:
         # The operator's dependency and source layers (the same blobs) on a base with libstdc++, plus Node.js;
         # the CloudFunction Deployment passes --runtime/--code-dir/--handler/... as args.
