@@ -26,8 +26,7 @@ JS_ECHO = "exports.main = async (event, context) => ({ echo: event.body, runtime
 
 def function(name: str, files: dict[str, str], runtime: str = "python3.11", **spec) -> dict:
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CloudFunction", "metadata": {"name": name},
-            "spec": {"runtime": runtime, "source": {"inline": {"files": files}}, "sandbox": UNSANDBOXED,
-                     "timeoutSeconds": 3, **spec}}
+            "spec": {"runtime": runtime, "source": {"inline": {"files": files}}, "sandbox": UNSANDBOXED, **spec}}
     return body
 
 
@@ -143,7 +142,7 @@ def test_syntax_error_is_invalid_source_and_the_old_code_keeps_serving(functions
 
 def test_timeout_is_a_structured_error_and_the_instance_survives(functions):
     slow = "import time\ndef main(event, context):\n    if event['body'].get('sleep'):\n        time.sleep(30)\n    return 'ok'\n"
-    functions.create(function("slow", {"index.py": slow}, scaling={"minInstances": 1}))
+    functions.create(function("slow", {"index.py": slow}, scaling={"minInstances": 1}, timeoutSeconds=3))
     functions.wait_serving("slow")
     pod_before = {p.metadata.name for p in functions.core.list_namespaced_pod(
         functions.ns, label_selector="mpcloud.io/function=slow").items}
