@@ -50,17 +50,28 @@ class OperatorConfig(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: object) -> OperatorConfig:
+        # Secrets as files (a mounted Secret): each file named MPCLOUD_* in MPCLOUD_CONFIG_DIR is a setting, so
+        # credentials (admin DSN, S3 keys, binding key) need not sit in the process environment.
+        config_dir = os.environ.get("MPCLOUD_CONFIG_DIR")
+        files = {}
+        if config_dir and os.path.isdir(config_dir):
+            for name in os.listdir(config_dir):
+                path = os.path.join(config_dir, name)
+                if name.startswith("MPCLOUD_") and os.path.isfile(path):
+                    with open(path) as f:
+                        files[name] = f.read().strip()
+        environ = {**files, **os.environ}
         env = {
-            "namespaces": [n for n in os.environ.get("MPCLOUD_NAMESPACES", "").split(",") if n],
-            "health_port": os.environ.get("MPCLOUD_HEALTH_PORT"),
-            "metrics_port": os.environ.get("MPCLOUD_METRICS_PORT"),
-            "bind_address": os.environ.get("MPCLOUD_BIND_ADDRESS"),
-            "prometheus_url": os.environ.get("MPCLOUD_PROMETHEUS_URL"),
-            "lease_namespace": os.environ.get("MPCLOUD_LEASE_NAMESPACE"),
-            "worker_limit": os.environ.get("MPCLOUD_WORKER_LIMIT"),
-            "workers": os.environ.get("MPCLOUD_WORKERS"),
-            "lease_name": os.environ.get("MPCLOUD_LEASE_NAME"),
-            **{name: os.environ.get("MPCLOUD_" + name.upper()) for name in (
+            "namespaces": [n for n in environ.get("MPCLOUD_NAMESPACES", "").split(",") if n],
+            "health_port": environ.get("MPCLOUD_HEALTH_PORT"),
+            "metrics_port": environ.get("MPCLOUD_METRICS_PORT"),
+            "bind_address": environ.get("MPCLOUD_BIND_ADDRESS"),
+            "prometheus_url": environ.get("MPCLOUD_PROMETHEUS_URL"),
+            "lease_namespace": environ.get("MPCLOUD_LEASE_NAMESPACE"),
+            "worker_limit": environ.get("MPCLOUD_WORKER_LIMIT"),
+            "workers": environ.get("MPCLOUD_WORKERS"),
+            "lease_name": environ.get("MPCLOUD_LEASE_NAME"),
+            **{name: environ.get("MPCLOUD_" + name.upper()) for name in (
                 "function_image", "gateway_url", "demand_port", "postgres_admin_dsn", "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
                 "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool")},

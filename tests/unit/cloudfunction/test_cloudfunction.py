@@ -304,3 +304,21 @@ def test_schedules_fire_on_their_cron_once_per_due_time() -> None:
     assert len(fired) == 2  # next due 03:05 / tomorrow 03:00
     schedules.tick([], t0 + 50)
     assert schedules.next_fire == {}
+
+
+def test_settings_come_from_files_of_a_mounted_secret(tmp_path, monkeypatch) -> None:
+    (tmp_path / "MPCLOUD_BINDING_KEY").write_text("k1\n")
+    (tmp_path / "MPCLOUD_POSTGRES_ADMIN_DSN").write_text("postgresql://a@db/postgres")
+    (tmp_path / "other").write_text("ignored")
+    monkeypatch.setenv("MPCLOUD_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("MPCLOUD_BINDING_KEY", "from-env")  # the environment wins over files
+    cfg = OperatorConfig.from_env()
+    assert (cfg.binding_key, cfg.postgres_admin_dsn) == ("from-env", "postgresql://a@db/postgres")
+
+
+def test_derived_credentials_are_stable_per_identity_and_key() -> None:
+    from mpcloud_operator.cloudfunction.bindings import derive
+
+    a = derive("key", "postgres", "ns", "app", "fn", "uid1")
+    assert a == derive("key", "postgres", "ns", "app", "fn", "uid1") and len(a) == 32
+    assert a != derive("key", "postgres", "ns", "app", "fn", "uid2") != derive("key2", "postgres", "ns", "app", "fn", "uid1")
