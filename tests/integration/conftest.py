@@ -77,8 +77,13 @@ def operator_factory(operator_kubeconfig, function_platform, tmp_path_factory):
     made: list[OperatorProcess] = []
     log_dir = tmp_path_factory.mktemp("operator-logs")
 
-    def make(name: str = "operator") -> OperatorProcess:
-        proc = OperatorProcess(operator_kubeconfig, log_dir, f"{name}-{len(made)}", env=function_platform.operator_env)
+    def make(name: str = "operator", own_demand_port: bool = False) -> OperatorProcess:
+        """An operator with the platform's settings. `own_demand_port`: for an operator that runs beside the
+        session's (another Lease): the gateway keeps pushing demand to the session operator's port."""
+        env = dict(function_platform.operator_env)
+        if own_demand_port:
+            env.pop("MPCLOUD_DEMAND_PORT", None)  # OperatorProcess picks a free one
+        proc = OperatorProcess(operator_kubeconfig, log_dir, f"{name}-{len(made)}", env=env)
         made.append(proc)
         return proc
 

@@ -112,7 +112,7 @@ def test_predictive_scales_ahead_reactive_late_event_prescaled_prometheus_outage
     server = None
     try:
         scaling_env(monkeypatch, url, namespace, f"scaling-{namespace}")
-        op = operator_factory("scaling").start().wait_ready()
+        op = operator_factory("scaling", own_demand_port=True).start().wait_ready()
 
         apps.create(app_body("pred", scaling=scaling("predictive"), replicas={"min": 1, "max": 20}))
         apps.create(app_body("reac", scaling=scaling("scheduled"), replicas={"min": 1, "max": 20}))

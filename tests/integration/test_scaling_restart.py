@@ -33,7 +33,7 @@ def test_operator_restart_forecasts_again_within_two_ticks(api_client, namespace
     server = None
     try:
         scaling_env(monkeypatch, url, namespace, f"restart-{namespace}")
-        first = operator_factory("scaling-first").start().wait_ready()
+        first = operator_factory("scaling-first", own_demand_port=True).start().wait_ready()
         apps.create(app_body("pred", scaling=scaling("predictive"), replicas={"min": 1, "max": 20}))
         apps.wait_ready("pred")
         server = start_replay(daily_ramp(), [(namespace, "pred")], tick_seconds=TICK, start=3 * 1440 + 60,
@@ -46,7 +46,7 @@ def test_operator_restart_forecasts_again_within_two_ticks(api_client, namespace
         wait_until(forecasting, timeout=30 * TICK, interval=0.2, what="pred forecasting under the first operator")
         first.stop()
         stopped = time.time()
-        second = operator_factory("scaling-second").start().wait_ready()
+        second = operator_factory("scaling-second", own_demand_port=True).start().wait_ready()
         seen: list[tuple[int, str]] = []
 
         def forecasting_again() -> bool:

@@ -311,20 +311,26 @@ class FunctionScaler:
                 log.exception("function scaler tick failed")
 
     def start(self) -> FunctionScaler:
-        deadline = time.monotonic() + 15  # a previous leader on this host may still hold the port for a moment
-        while self.server is None:
-            try:
-                self.server = serve_demand(self, self.runtime.config.bind_address, self.runtime.config.demand_port)
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    # Scaling still runs (keep-alive, concurrency from the next pushes); activation waits for the tick.
-                    log.error("the /demand endpoint could not listen on :%d (%s): scale-from-zero is not pushed",
-                              self.runtime.config.demand_port, exc)
-                    break
-                time.sleep(0.5)
+        """Start ticking, and listen for demand in the background: a previous leader on this host may hold the
+        port for a moment, and kopf's start-up (where this runs) must not wait for it."""
         self.thread = threading.Thread(target=self.run, name="mpcloud-function-scaler", daemon=True)
         self.thread.start()
+        threading.Thread(target=self._listen, name="mpcloud-demand-listen", daemon=True).start()
         return self
+
+    def _listen(self, patience: float = 60.0) -> None:
+        deadline = time.monotonic() + patience
+        while not self._stop.is_set():
+            try:
+                self.server = serve_demand(self, self.runtime.config.bind_address, self.runtime.config.demand_port)
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    # Scaling still runs (keep-alive, concurrency); only the push for scale-from-zero is missing.
+                    log.error("the /demand endpoint could not listen on :%d (%s): scale-from-zero is not pushed",
+                              self.runtime.config.demand_port, exc)
+                    return
+                self._stop.wait(0.5)
 
     def stop(self) -> None:
         self._stop.set()
