@@ -182,6 +182,7 @@ class FunctionScaler:
         self.demand: dict[tuple[str, str], Demand] = {}
         self.bank = KeepAliveBank()
         self.reasons: dict[tuple[str, str], str] = {}
+        self.parsed: dict[tuple[str, str], tuple[str | None, CloudFunction | None]] = {}
         self.status_written: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -217,16 +218,24 @@ class FunctionScaler:
             self.demand.pop((namespace, name), None)
         self.reasons.pop((namespace, name), None)
         self.status_written.pop((namespace, name), None)
+        self.parsed.pop((namespace, name), None)
 
     # ---------------------------------------------------------------- the tick
     def _function(self, key: tuple[str, str]) -> CloudFunction | None:
         body = self.runtime.primaries.get((KIND, *key))
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.parsed.pop(key, None)
             return None
+        version = body["metadata"].get("resourceVersion")
+        cached = self.parsed.get(key)
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]  # the tick runs every second: validate each version once, not once per tick
         try:
-            return CloudFunction.from_body(body)
+            fn = CloudFunction.from_body(body)
         except ValidationError:
-            return None  # the reconciler reports it
+            fn = None  # the reconciler reports it
+        self.parsed[key] = (version, fn)
+        return fn
 
     def _current(self, key: tuple[str, str]) -> int | None:
         view = self.runtime.child_views.get(("Deployment", key[0], children_name(key[1])))
