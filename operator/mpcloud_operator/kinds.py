@@ -27,7 +27,7 @@ def paths(kinds: tuple[Kind, ...] = KINDS) -> ResourcePaths:
     out = ResourcePaths()
     for kind in kinds:
         out.add(kind.kind, kind.api_version, kind.plural)
-        for child in kind.children:
+        for child in (*kind.children, *kind.observed):
             out.add(child.kind, child.api_version, child.plural)
     for name, api_version, plural, namespaced in REFERENCED:
         out.add(name, api_version, plural, namespaced)

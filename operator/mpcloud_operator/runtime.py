@@ -90,6 +90,10 @@ class Runtime:
     primaries: PrimaryStore = field(default_factory=PrimaryStore)
     # (kind, namespace, name) -> the status view of children the owner's status is computed from
     child_views: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # (observed kind, namespace, owner name) -> {object name: view} (reconcile.observed)
+    observed_views: dict[Key, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # which custom resources point at which referenced objects (reconcile.references)
+    references: Any = None
     # uid -> the metadata.generation this process last queued a full reconcile for
     queued_generation: dict[str, int] = field(default_factory=dict)
     runtime_classes: TTLSet = field(default_factory=TTLSet)

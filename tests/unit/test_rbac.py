@@ -42,6 +42,8 @@ def test_operator_role_covers_every_kind_and_child() -> None:
             child = kind.child(stub_kind)
             if stub_kind in ("PodDisruptionBudget", "ConfigMap"):  # children removed when a spec drops them
                 needed.add((child.group, child.plural, "delete"))
+        for obs in kind.observed:  # read, never written
+            needed |= {(_group(obs.api_version), obs.plural, v) for v in ("get", "list", "watch")}
     needed.add(("apps", "deployments/scale", "patch"))  # the scaling loop
     for name, api_version, plural, _ in REFERENCED:
         if name != "Secret":
@@ -53,6 +55,8 @@ def test_operator_role_covers_every_kind_and_child() -> None:
 def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
     granted = _rules(OPERATOR_ROLE)
     assert not {r for r in granted if r[1] == "secrets"}
+    observed = {obs.plural for kind in KINDS for obs in kind.observed}
+    assert not {r for r in granted if r[1] in observed and r[2] not in ("get", "list", "watch")}
     for kind in KINDS:
         assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")}
     assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}

@@ -20,7 +20,7 @@ from mpcloud_operator.cloudfunction.model import KIND, CloudFunction
 from mpcloud_operator.cloudfunction.resources import Prepared
 from mpcloud_operator.reconcile import replicas
 from mpcloud_operator.reconcile.references import env_references
-from mpcloud_operator.reconcile.kind import ChildKind, Kind, KindHooks, Reference, StatusInput
+from mpcloud_operator.reconcile.kind import ChildKind, Kind, KindHooks, Observed, Reference, StatusInput
 from mpcloud_operator.reconcile.references import ReferenceProblem
 
 CHILDREN = (
@@ -30,6 +30,9 @@ CHILDREN = (
     ChildKind("Service", "v1", "services"),
     ChildKind("Deployment", "apps/v1", "deployments", status_view=resources.deployment_view),
 )
+# Pods that fetch an archive: their init container's failure is the function's BuildFailed (read, not created).
+OBSERVED = (Observed("Pod", "v1", "pods", f"{resources.SOURCE_LABEL}=archive,{resources.FUNCTION_LABEL}",
+                     owner=resources.pod_owner, view=resources.pod_build_view),)
 # Not a watched child: the operator writes the bindings Secret but may not read Secrets (no list/watch).
 SECRET = ("Secret", "v1", "secrets")
 
@@ -103,7 +106,7 @@ def prepare(runtime: Any, fn: CloudFunction) -> Prepared:
 def status(fn: CloudFunction, given: StatusInput) -> dict[str, Any]:
     gateway_url = given.config.gateway_url if given.config is not None else "http://mpcloud-gateway.mpcloud-system.svc"
     return resources.compute_status(fn, given.children.get("Deployment"), given.old, given.problems, given.now,
-                                    gateway_url)
+                                    gateway_url, given.observed.get("Pod"))
 
 
 def events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -161,7 +164,7 @@ def _kind() -> Kind:
     from mpcloud_operator.api.crdgen import column
 
     return Kind(
-        kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, child_name=resources.children_name,
+        kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, observed=OBSERVED, child_name=resources.children_name,
         desired=resources.desired_objects, absent=resources.absent_objects, references=references,
         spec_problems=resources.spec_problems, prepare=prepare, status=status, events=events, hooks=HOOKS,
         conditions=OWN_CONDITIONS, owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler,),

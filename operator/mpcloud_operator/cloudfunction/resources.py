@@ -34,6 +34,9 @@ APP_LABEL = "mpcloud.io/app"
 CODE_HASH_ANNOTATION = "mpcloud.io/code-hash"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CONTAINER = "function"
+FETCH_CONTAINER = "fetch-source"
+SOURCE_LABEL = "mpcloud.io/source"  # "archive" on pods with the fetch init container (the operator watches those)
+BUILD_MESSAGE_MAX = 1024
 PORT = 8080
 CODE_DIR = "/code"
 GATEWAY_NAMESPACE = "mpcloud-system"
@@ -67,6 +70,13 @@ def selector_labels(fn: CloudFunction) -> dict[str, str]:
 
 def labels(fn: CloudFunction) -> dict[str, str]:
     return {**selector_labels(fn), APP_LABEL: fn.spec.app, MANAGED_BY_LABEL: MANAGER}
+
+
+def pod_labels(fn: CloudFunction) -> dict[str, str]:
+    """Pods that fetch an archive are labelled so: the operator watches only those (their init container's
+    failure is the function's BuildFailed)."""
+    extra = {SOURCE_LABEL: "archive"} if fn.spec.source.archive is not None else {}
+    return {**labels(fn), **extra}
 
 
 def owner_reference(fn: CloudFunction) -> dict[str, Any]:
@@ -157,13 +167,15 @@ def _fetch_container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     archive = fn.spec.source.archive
     assert archive is not None
     return {
-        "name": "fetch-source", "image": prepared.image,
+        "name": FETCH_CONTAINER, "image": prepared.image,
         "command": ["python3", "-m", "mpcloud_operator.functions.fetch", "--url", archive.url,
                     "--sha256", archive.sha256, "--dest", CODE_DIR],
         "resources": workload.container_resources(fn.spec.resources),
         "securityContext": workload.restricted_container_security_context(),
         "volumeMounts": [{"name": "code", "mountPath": CODE_DIR}, workload.tmp_volume_mount()],
-        # The message (a digest mismatch, a 404) is what status shows as BuildFailed.
+        # fetch.py writes one bounded line (a digest mismatch, a 404) to the termination-message file: what
+        # status shows as BuildFailed. The log tail is the fallback for a crash that never got to write it.
+        "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
@@ -213,7 +225,8 @@ def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(fn)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels(fn), "annotations": {CODE_HASH_ANNOTATION: prepared.code_hash}},
+            "template": {"metadata": {"labels": pod_labels(fn),
+                                      "annotations": {CODE_HASH_ANNOTATION: prepared.code_hash}},
                          "spec": pod},
         },
     }
@@ -258,18 +271,55 @@ def deployment_view(dep: dict[str, Any]) -> dict[str, Any]:
                                           "updatedReplicas") if k in st}}
 
 
+def pod_owner(pod: dict[str, Any]) -> str | None:
+    """The function a pod belongs to (its label; pods are owned by a ReplicaSet, not the function)."""
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(FUNCTION_LABEL)
+
+
+def pod_build_view(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The fetch init container's failure, for the code hash the pod was made for; None when it did not fail
+    (still running for the first time, or succeeded)."""
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    fetch = next((c for c in st.get("initContainerStatuses") or [] if c.get("name") == FETCH_CONTAINER), None)
+    if fetch is None:
+        return None
+    state, last = fetch.get("state") or {}, fetch.get("lastState") or {}
+    now = state.get("terminated")
+    if now is not None and now.get("exitCode") == 0:
+        return None  # fetched and verified
+    failed = now if now is not None and now.get("exitCode") else last.get("terminated")
+    if not failed or not failed.get("exitCode"):
+        return None
+    message = (failed.get("message") or "").strip() or f"{failed.get('reason') or 'Error'} (exit code {failed['exitCode']})"
+    lines = [line for line in message.splitlines() if line.strip()]
+    return {"hash": (meta.get("annotations") or {}).get(CODE_HASH_ANNOTATION), "pod": meta.get("name"),
+            "message": (lines[-1] if lines else message)[:BUILD_MESSAGE_MAX],
+            "restarts": int(fetch.get("restartCount") or 0)}
+
+
+def build_failure(code_hash: str | None, pods: list[dict[str, Any]] | None) -> str | None:
+    """Why the current code cannot start, from the pods made for it (older pods' failures do not count)."""
+    failed = [p for p in pods or () if p.get("hash") and p["hash"] == code_hash]
+    if not failed:
+        return None
+    worst = max(failed, key=lambda p: p.get("restarts", 0))
+    return f"fetching spec.source.archive failed: {worst['message']}"[:BUILD_MESSAGE_MAX]
+
+
 def sandbox_text(fn: CloudFunction) -> str:
     sandbox = fn.spec.sandbox
     return "unsandboxed (opt-out)" if sandbox.unsandboxed else sandbox.runtime_class_name
 
 
 def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str, Any], problems: list[str],
-                   now: datetime, gateway_url: str) -> dict[str, Any]:
+                   now: datetime, gateway_url: str, pods: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The reconciler's part of `.status` (the scaler writes invocations, cold starts and its reason).
 
     Ready=True while the function can answer: instances serve (Serving), or none run by design and the gateway
     starts one on the next request (ScaledToZero / Activating). The code a rollout replaces keeps serving, so
-    servingHash moves to codeHash only when every instance runs the new template."""
+    servingHash moves to codeHash only when every instance runs the new template. An archive that cannot be
+    fetched or verified for the current code (`pods`: views of pod_build_view) is Ready=False/BuildFailed while
+    the instances of the previous code keep serving."""
     gen = fn.metadata.generation
     st = (dep or {}).get("status") or {}
     replicas, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
@@ -284,8 +334,12 @@ def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str,
             serving_generation = gen
         serving_hash = dep["hash"]
     short = (serving_hash or "")[:12]
+    build = None if rolled_out and serving_hash == code_hash else build_failure(code_hash, pods)
     if problems:
         ready_c = ("False", "ReconcileFailed", "; ".join(problems))
+    elif build:
+        ready_c = ("False", "BuildFailed", build + (f"; {available} instance(s) keep serving {short}"
+                                                    if available and serving_hash else ""))
     elif dep is None:
         ready_c = ("False", "Deploying", "waiting for the Deployment")
     elif available > 0:
@@ -297,7 +351,8 @@ def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str,
         ready_c = ("True", "ScaledToZero", "no instances; the gateway starts one on the next request")
     else:
         ready_c = ("True", "Activating", f"starting an instance for {short}")
-    degraded = ("True", "ReconcileFailed", "; ".join(problems)) if problems else ("False", "AsExpected", "")
+    degraded = ("True", "ReconcileFailed", "; ".join(problems)) if problems else \
+        ("True", "BuildFailed", ready_c[2]) if ready_c[1] == "BuildFailed" else ("False", "AsExpected", "")
     conditions = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
                   for c in (fn.status.conditions if fn.status else [])]
     for type_, (status, reason, message) in (("Ready", ready_c), ("Degraded", degraded)):

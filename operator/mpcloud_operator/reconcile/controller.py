@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from mpcloud_operator import metrics
-from mpcloud_operator.reconcile import children, runner
+from mpcloud_operator.reconcile import children, observed, runner
 from mpcloud_operator.reconcile.informer import Informer
 from mpcloud_operator.reconcile.queue import FULL
 from mpcloud_operator.runtime import Runtime
@@ -38,6 +38,7 @@ def observe_primary(runtime: Runtime, event_type: str | None, body: dict[str, An
         runtime.queue.forget(key)
         kind = runtime.kinds[body["kind"]]
         metrics.READY.forget(kind.kind, meta["namespace"], meta["name"])
+        observed.forget(runtime, kind, meta["namespace"], meta["name"])
         if kind.hooks:
             kind.hooks.forget(meta["namespace"], meta["name"])
         return
@@ -90,8 +91,22 @@ class Controller:
                 out += watches
         return out
 
+    def observed_informers(self) -> list[Informer]:
+        """One informer per kind's observed kind (and namespace), events routed to the owner's status."""
+        rt = self.runtime
+        out = []
+        for kind in rt.kinds.values():
+            for obs in kind.observed:
+                for ns in rt.config.namespaces or [None]:
+                    def on_event(type_: str, obj: dict[str, Any], kind=kind, obs=obs) -> None:
+                        observed.on_event(rt, kind, obs, type_, obj)
+                    out.append(Informer(rt.kube, rt.kube.paths.collection(obs.kind, ns), on_event,
+                                        label_selector=obs.label_selector,
+                                        name=f"{obs.plural}-of-{kind.plural}{'@' + ns if ns else ''}"))
+        return out
+
     def start(self) -> Controller:
-        self.informers = [i.start() for i in self.child_informers()]
+        self.informers = [i.start() for i in (*self.child_informers(), *self.observed_informers())]
         for n in range(self.workers):
             t = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
             t.start()
