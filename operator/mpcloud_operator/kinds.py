@@ -21,6 +21,10 @@ KINDS: tuple[Kind, ...] = (
 REFERENCED = (("Secret", "v1", "secrets", True), ("ConfigMap", "v1", "configmaps", True),
               ("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False))
 
+# Referenced kinds watched so that a change re-reconciles the objects pointing at them (the operator may not
+# list or watch Secrets: those are re-checked with backoff only).
+WATCHED_REFERENCES = ("ConfigMap", "RuntimeClass")
+
 
 def paths(kinds: tuple[Kind, ...] = KINDS) -> ResourcePaths:
     """API paths of every kind, child and referenced kind (no discovery round-trips)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from mpcloud_operator.kinds import KINDS, REFERENCED
+from mpcloud_operator.kinds import KINDS, REFERENCED, WATCHED_REFERENCES
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ROLE, REFERENCES_ROLE = "mpcloud-operator", "mpcloud-operator-references"
@@ -48,6 +48,8 @@ def test_operator_role_covers_every_kind_and_child() -> None:
     for name, api_version, plural, _ in REFERENCED:
         if name != "Secret":
             needed.add((_group(api_version), plural, "get"))
+        if name in WATCHED_REFERENCES:  # a change re-reconciles the objects pointing at it
+            needed |= {(_group(api_version), plural, v) for v in ("list", "watch")}
     missing = needed - granted
     assert not missing, f"manifests/rbac.yaml lacks {sorted(missing)}"
 

@@ -78,8 +78,10 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
         return Result("ok")
 
     prepared = None
+    refs = kind.references(obj)
+    runtime.references.record((kind.kind, namespace, name), namespace, refs)  # a change re-reconciles us
     try:
-        references.check(runtime, namespace, kind.references(obj))
+        references.check(runtime, namespace, refs)
         if kind.prepare is not None:  # kind-specific inputs of desired(): may refuse like a missing reference
             prepared = kind.prepare(runtime, obj)
     except references.ReferenceProblem as problem:

@@ -402,3 +402,32 @@ def test_a_failed_fetch_pod_refreshes_the_status_with_an_event() -> None:
     assert rt.queue.get(timeout=0) is None  # same view: nothing to do
     observed.on_event(rt, kind, obs, "DELETED", fetch_pod("p1", "c" * 64, 1))
     assert rt.observed_views == {}
+
+
+def test_an_edited_configmap_source_re_reconciles_its_functions_with_the_new_hash() -> None:
+    from mpcloud_operator.reconcile import references
+    from mpcloud_operator.reconcile.queue import FULL
+
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "code", "namespace": NS},
+          "data": {"index.py": PY}}
+    rt, kube = runtime_with([cm, body(source={"configMapRef": {"name": "code"}})], Checks())
+    kind = rt.kinds["CloudFunction"]
+    assert runner.reconcile(rt, kind, NS, "hello").outcome == "ok"
+    first = kube.objects[("Deployment", NS, "cf-hello")]["spec"]["template"]["metadata"]["annotations"]
+    while rt.queue.get(timeout=0):
+        pass
+    edited = kube.put({**cm, "data": {"index.py": PY.replace("hello", "hi")}})
+    references.on_referenced_event(rt, "MODIFIED", edited)
+    assert rt.queue.get(timeout=0) == (("CloudFunction", NS, "hello"), FULL)
+    references.on_referenced_event(rt, "MODIFIED", edited)  # the same version again (a re-list)
+    rt.queue.done(("CloudFunction", NS, "hello"))
+    assert rt.queue.get(timeout=0) is None
+    rt.primaries.put(("CloudFunction", NS, "hello"), kube.objects[("CloudFunction", NS, "hello")])
+    assert runner.reconcile(rt, kind, NS, "hello").outcome == "ok"
+    second = kube.objects[("Deployment", NS, "cf-hello")]["spec"]["template"]["metadata"]["annotations"]
+    new_hash = resources.source_hash({"index.py": PY.replace("hello", "hi")})
+    assert second[resources.CODE_HASH_ANNOTATION] == new_hash != first[resources.CODE_HASH_ANNOTATION]
+    assert kube.objects[("CloudFunction", NS, "hello")]["status"]["codeHash"] == new_hash
+    other = kube.put({**cm, "metadata": {"name": "unrelated", "namespace": NS}})
+    references.on_referenced_event(rt, "ADDED", other)
+    assert rt.queue.get(timeout=0) is None
