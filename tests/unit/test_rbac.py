@@ -62,8 +62,9 @@ def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
     for kind in KINDS:
         assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")}
     assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}
-    # Functions' bindings Secrets: written only where a namespace opts in, never read back.
-    assert _rules(BINDINGS_ROLE) == {("", "secrets", "create"), ("", "secrets", "patch")}
+    # Functions' bindings Secrets: written (and deleted when the last binding goes) only where a namespace opts
+    # in, never read back.
+    assert _rules(BINDINGS_ROLE) == {("", "secrets", "create"), ("", "secrets", "patch"), ("", "secrets", "delete")}
 
 
 def test_no_wildcards() -> None:

@@ -96,10 +96,13 @@ def prepare(runtime: Any, fn: CloudFunction) -> Prepared:
         problem = checks.check(fn.spec.runtime, fn.spec.handler, code_hash, files)
         if problem:
             raise ReferenceProblem("InvalidSource", [problem])
+    bindings.revoke_removed(runtime, fn)
     env = bindings.bind(runtime, fn)
     HOOKS.remember(fn)
+    b = fn.spec.bindings
+    bound = tuple(k for k, v in (("database", b.database), ("storage", b.storage)) if v is not None)
     return Prepared(image=runtime.config.function_image, code_hash=code_hash,
-                    files=files if fn.spec.source.inline is not None else {}, binding_env=env,
+                    files=files if fn.spec.source.inline is not None else {}, binding_env=env, bound=bound,
                     unsandboxed_node_pool=runtime.config.unsandboxed_node_pool)
 
 
@@ -148,7 +151,7 @@ class FunctionHooks(KindHooks):
 
 HOOKS = FunctionHooks()
 OWN_CONDITIONS = ("Ready", "Degraded")
-OWNED_STATUS_FIELDS = ("codeHash", "servingHash", "servingGeneration", "url", "instances", "desiredInstances",
+OWNED_STATUS_FIELDS = ("bindings", "codeHash", "servingHash", "servingGeneration", "url", "instances", "desiredInstances",
                        "sandbox")
 
 
@@ -160,6 +163,14 @@ def function_scaler(runtime: Any) -> Any:
     return runtime.service("cloudfunction-scaler", lambda: FunctionScaler(runtime)).start()
 
 
+def credential_sweep(runtime: Any) -> Any:
+    """Drop roles and keys whose function or binding is gone (leader only; see cleanup.py)."""
+    from mpcloud_operator.cloudfunction.cleanup import CredentialSweep
+
+    return runtime.service("cloudfunction-credential-sweep",
+                           lambda: CredentialSweep(runtime, runtime.config.credential_sweep_seconds)).start()
+
+
 def _kind() -> Kind:
     from mpcloud_operator.api.crdgen import column
 
@@ -167,7 +178,7 @@ def _kind() -> Kind:
         kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, observed=OBSERVED, child_name=resources.children_name,
         desired=resources.desired_objects, absent=resources.absent_objects, references=references,
         spec_problems=resources.spec_problems, prepare=prepare, status=status, events=events, hooks=HOOKS,
-        conditions=OWN_CONDITIONS, owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler,),
+        conditions=OWN_CONDITIONS, owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler, credential_sweep),
         short_names=("cf",),
         printer_columns=(
             column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready condition"),

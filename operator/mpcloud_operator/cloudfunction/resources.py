@@ -18,6 +18,7 @@ end is visible in status.servingHash.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ MANAGER = "mpcloud"
 FUNCTION_LABEL = "mpcloud.io/function"
 APP_LABEL = "mpcloud.io/app"
 CODE_HASH_ANNOTATION = "mpcloud.io/code-hash"
+BINDINGS_ANNOTATION = "mpcloud.io/bindings"  # on the Deployment: the services provisioned for this spec
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CONTAINER = "function"
 FETCH_CONTAINER = "fetch-source"
@@ -52,6 +54,7 @@ class Prepared:
     code_hash: str
     files: dict[str, str] = field(default_factory=dict)  # inline source only
     binding_env: dict[str, str] = field(default_factory=dict)  # bindings Secret data (empty: no Secret)
+    bound: tuple[str, ...] = ()  # services provisioned for this spec: "database", "storage"
     unsandboxed_node_pool: str | None = None  # "key=value" (operator setting): where unsandboxed pods may run
 
 
@@ -128,8 +131,10 @@ def source_config_map(fn: CloudFunction, prepared: Prepared) -> dict[str, Any] |
 def bindings_secret(fn: CloudFunction, prepared: Prepared) -> dict[str, Any] | None:
     if not prepared.binding_env:
         return None
+    # `data`, not `stringData`: server-side apply removes a key this manager no longer sends (a binding removed)
+    # only from fields it owns, and stringData is never stored.
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _metadata(fn, bindings_secret_name(fn)),
-            "type": "Opaque", "stringData": dict(prepared.binding_env)}
+            "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode() for k, v in prepared.binding_env.items()}}
 
 
 def network_policy(fn: CloudFunction) -> dict[str, Any]:
@@ -218,8 +223,11 @@ def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
         pod["tolerations"] = [{"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
     # Let an invocation in flight finish before the instance stops (scale-in, rollout).
     pod["terminationGracePeriodSeconds"] = max(30, fn.spec.timeout_seconds + 5)
+    meta = _metadata(fn, child_name(fn))
+    if prepared.bound:  # what status.bindings reports once applied (a later spec without one revokes it)
+        meta["annotations"] = {BINDINGS_ANNOTATION: ",".join(sorted(prepared.bound))}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(fn, child_name(fn)),
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
         "spec": {
             # no spec.replicas: the function scaler owns it (scale to zero, demand from the gateway)
             "revisionHistoryLimit": 3,
@@ -245,8 +253,12 @@ def absent_objects(fn: CloudFunction) -> list[dict[str, Any]]:
     if fn.spec.source.inline is None:
         out.append({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": f"{child_name(fn)}-source", "namespace": fn.metadata.namespace}})
-    # The bindings Secret is not listed: Secrets are not watched, so checking would cost a DELETE per reconcile
-    # of every unbound function. A Secret left by removed bindings goes with the function (owner reference).
+    # The bindings Secret only when the last applied spec had bindings and this one has none (Secrets are not
+    # watched: listing it always would cost a DELETE per reconcile of every unbound function).
+    b = fn.spec.bindings
+    if b.database is None and b.storage is None and fn.status is not None and fn.status.bindings:
+        out.append({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": bindings_secret_name(fn), "namespace": fn.metadata.namespace}})
     return out
 
 
@@ -265,8 +277,10 @@ def deployment_view(dep: dict[str, Any]) -> dict[str, Any]:
     """The part of the function's Deployment its status is computed from (all the watch cache keeps)."""
     st = dep.get("status") or {}
     template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    bound = (dep["metadata"].get("annotations") or {}).get(BINDINGS_ANNOTATION) or ""
     return {"generation": dep["metadata"].get("generation"), "replicas": (dep.get("spec") or {}).get("replicas"),
             "hash": (template.get("annotations") or {}).get(CODE_HASH_ANNOTATION),
+            "bindings": [b for b in bound.split(",") if b],
             "status": {k: st[k] for k in ("observedGeneration", "replicas", "readyReplicas", "availableReplicas",
                                           "updatedReplicas") if k in st}}
 
@@ -359,7 +373,9 @@ def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str,
         conditions = set_condition(conditions, type_, status, reason, message, gen, now)
     out: dict[str, Any] = {"conditions": conditions, "instances": ready, "url": function_url(fn, gateway_url),
                            "sandbox": sandbox_text(fn)}
-    for key, value in (("codeHash", code_hash), ("servingHash", serving_hash),
+    # What the last applied Deployment says was provisioned (before any Deployment: what status said).
+    bindings = dep.get("bindings", old.get("bindings")) if dep is not None else old.get("bindings")
+    for key, value in (("bindings", bindings or None), ("codeHash", code_hash), ("servingHash", serving_hash),
                        ("servingGeneration", serving_generation), ("desiredInstances", desired),
                        ("observedGeneration", gen)):
         if value is not None:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import tarfile
 import threading
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +61,25 @@ def archive_function(name: str, url: str, sha256: str) -> dict:
                      "sandbox": UNSANDBOXED, "scaling": {"minInstances": 1}}}
 
 
+def dump(functions, name: str) -> str:
+    """What the function and its pods say (printed when a wait fails)."""
+    pods = functions.core.list_namespaced_pod(functions.ns, label_selector=f"mpcloud.io/function={name}").items
+    lines = [f"status: {functions.get(name).get('status')}"]
+    for p in pods:
+        lines.append(f"pod {p.metadata.name}: phase={p.status.phase} init={p.status.init_container_statuses} "
+                     f"containers={p.status.container_statuses} conditions={p.status.conditions}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def explained(functions, name: str):
+    """A failed wait also says what the function and its pods said."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{dump(functions, name)}") from None
+
+
 def build_failed(functions, name: str, timeout: float = 90) -> dict:
     fn = functions.wait_reason(name, "BuildFailed", timeout=timeout)
     return next(c for c in fn["status"]["conditions"] if c["type"] == "Ready")
@@ -71,7 +91,11 @@ def warning_events(functions, name: str) -> list[str]:
 
 
 def test_archive_failures_are_build_failed_and_the_old_code_keeps_serving(functions, archives):
-    directory, base = archives
+    with explained(functions, "arc"):
+        _failures_then_fix(functions, *archives)
+
+
+def _failures_then_fix(functions, directory: Path, base: str) -> None:
     good = tar_gz({"index.py": "def main(event, context):\n    return {'version': 1}\n"})
     (directory / "v1.tar.gz").write_bytes(good)
     functions.create(archive_function("arc", f"{base}/v1.tar.gz", hashlib.sha256(good).hexdigest()))
@@ -104,6 +128,11 @@ def test_archive_failures_are_build_failed_and_the_old_code_keeps_serving(functi
 
 def test_an_archive_member_escaping_the_code_directory_is_build_failed(functions, archives):
     directory, base = archives
+    with explained(functions, "evil"):
+        _evil(functions, directory, base)
+
+
+def _evil(functions, directory: Path, base: str) -> None:
     evil = tar_gz({"index.py": "def main(e, c):\n    return 1\n", "../../etc/evil.py": "x = 1\n"})
     (directory / "evil.tar.gz").write_bytes(evil)
     functions.create(archive_function("evil", f"{base}/evil.tar.gz", hashlib.sha256(evil).hexdigest()))

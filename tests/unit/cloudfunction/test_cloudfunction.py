@@ -87,7 +87,7 @@ def test_children_are_hardened_owned_and_routed_by_label() -> None:
 def test_bindings_secret_and_envfrom_only_when_bound() -> None:
     bound = Prepared(image="i", code_hash="b" * 64, files={"index.py": PY}, binding_env={"MPCLOUD_DB_DSN": "x"})
     objs = {o["kind"]: o for o in resources.desired_objects(fn(), bound)}
-    assert objs["Secret"]["stringData"] == {"MPCLOUD_DB_DSN": "x"}
+    assert objs["Secret"]["data"] == {"MPCLOUD_DB_DSN": "eA=="}  # base64 of "x"
     container = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "cf-hello-bindings"}} in container["envFrom"]
     assert "Secret" not in {o["kind"] for o in resources.desired_objects(fn(), PREPARED)}
