@@ -78,12 +78,22 @@ def unpack(data: bytes, dest: Path) -> list[str]:
     except tarfile.TarError as exc:
         raise FetchError(f"not a .tar.gz, .tar or .zip archive: {exc}") from exc
     with tf:
-        for member in tf.getmembers():
+        members = tf.getmembers()
+        for member in members:
             if not (member.isfile() or member.isdir()):
                 raise FetchError(f"archive member {member.name!r} is a link or device: refused")
             _safe(dest, member.name)
-        tf.extractall(dest, filter="data")
-        written = [m.name for m in tf.getmembers() if m.isfile()]
+        # Written by hand (plain files, default modes), not extractall(filter="data"): the runtime image's
+        # Python (Debian's 3.11.2) predates extraction filters.
+        for member in members:
+            target = _safe(dest, member.name)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tf.extractfile(member)
+            target.write_bytes(source.read() if source is not None else b"")
+            written.append(member.name)
     return written
 
 

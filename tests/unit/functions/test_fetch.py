@@ -87,3 +87,10 @@ def test_no_termination_file_is_created_outside_a_pod(tmp_path: Path) -> None:
     fetch.main(["--url", (tmp_path / "missing").as_uri(), "--sha256", "0" * 64, "--dest", str(tmp_path),
                 "--termination-log", str(log)])
     assert not log.exists()
+
+
+def test_tar_unpacks_without_extraction_filters(tmp_path: Path, monkeypatch) -> None:
+    """The runtime image's Python (3.11.2) has no extractall(filter=...): unpacking must not need it."""
+    monkeypatch.delattr(tarfile.TarFile, "extractall")
+    files = fetch.unpack(_tar({"index.py": b"def main(e, c): return 1", "pkg/mod.py": b"x = 1"}), tmp_path / "c")
+    assert sorted(files) == ["index.py", "pkg/mod.py"] and (tmp_path / "c" / "pkg" / "mod.py").read_bytes() == b"x = 1"
