@@ -9,8 +9,8 @@ keep-alive benchmark scores, vectorised over all functions) see the minute's inv
 stay warm or are pre-warmed for the next one. Replicas are written through the Deployment's scale subresource
 with the scaler's field manager; invocations, cold starts and the reason go to the function's status.
 
-State is in memory: after an operator restart the keep-alive history starts again (functions fall back to
-warm-after-use until they have history) — see the notes of issue #14.
+Demand is in memory; the keep-alive history is saved by the leader every few minutes and on a clean stop, and
+restored at start (keepalive_store.py), so a restart does not send every function back to warm-after-use.
 """
 
 from __future__ import annotations
@@ -181,6 +181,9 @@ class FunctionScaler:
         self.minute_seconds = float(runtime.config.function_minute_seconds)
         self.demand: dict[tuple[str, str], Demand] = {}
         self.bank = KeepAliveBank()
+        from mpcloud_operator.cloudfunction.keepalive_store import KeepAliveStore
+
+        self.store = KeepAliveStore(runtime)
         self.reasons: dict[tuple[str, str], str] = {}
         self.parsed: dict[tuple[str, str], tuple[str | None, CloudFunction | None]] = {}
         self.status_written: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
@@ -266,6 +269,7 @@ class FunctionScaler:
             for fn in functions:  # give every function its slot before the policies step
                 self.bank.slot(policy_name(fn.spec.scaling), (fn.metadata.namespace, fn.metadata.name))
             self.bank.step(minute, counts)
+            self.store.maybe_save(self.bank)
         self.schedules.tick(functions, now)
         for fn in functions:
             try:
@@ -322,6 +326,7 @@ class FunctionScaler:
     def start(self) -> FunctionScaler:
         """Start ticking, and listen for demand in the background: a previous leader on this host may hold the
         port for a moment, and kopf's start-up (where this runs) must not wait for it."""
+        self.store.restore(self.bank, self.clock())
         self.thread = threading.Thread(target=self.run, name="mpcloud-function-scaler", daemon=True)
         self.thread.start()
         threading.Thread(target=self._listen, name="mpcloud-demand-listen", daemon=True).start()
@@ -343,6 +348,9 @@ class FunctionScaler:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.store.maybe_save(self.bank, force=True)  # the next leader starts from this minute's history
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

@@ -26,6 +26,7 @@ from mpcloud_operator.runtime import Runtime
 
 log = logging.getLogger("mpcloud.controller")
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=mpcloud"
+INTERNAL_LABEL = "mpcloud.io/internal"  # the operator's own bookkeeping objects (e.g. keep-alive state): not watched
 
 
 def observe_primary(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
@@ -116,6 +117,7 @@ class Controller:
             for ns in (rt.config.namespaces or [None]) if namespaced else [None]:
                 out.append(Informer(rt.kube, rt.kube.paths.collection(ref_kind, ns),
                                     lambda type_, obj: references.on_referenced_event(rt, type_, obj),
+                                    label_selector=f"!{INTERNAL_LABEL}",
                                     name=f"referenced-{plural}{'@' + ns if ns else ''}"))
         return out
 

@@ -431,3 +431,43 @@ def test_an_edited_configmap_source_re_reconciles_its_functions_with_the_new_has
     other = kube.put({**cm, "metadata": {"name": "unrelated", "namespace": NS}})
     references.on_referenced_event(rt, "ADDED", other)
     assert rt.queue.get(timeout=0) is None
+
+
+# ---------------------------------------------------------------- keep-alive history across restarts
+
+
+def test_keepalive_bank_survives_a_save_and_restore_through_configmaps(monkeypatch) -> None:
+    from mpcloud_operator.cloudfunction import keepalive_store
+
+    rng = np.random.default_rng(3)
+    keys = [(NS, f"f{i}") for i in range(6)]
+    names = ["mpcloud", "hybrid", "fixed-3"]
+    counts = (rng.random((6, 260)) < 0.2).astype(float)
+    bank = scaler.KeepAliveBank(capacity=8)
+    for i, key in enumerate(keys):
+        bank.slot(names[i % 3], key)
+
+    def step(b: scaler.KeepAliveBank, t: int) -> None:
+        b.step(t, {(names[i % 3], k): counts[i, t - 1] if t else 0 for i, k in enumerate(keys)})
+
+    for t in range(200):
+        step(bank, t)
+    rt = Runtime.for_kinds(FakeClient(), KINDS, config=OperatorConfig(function_minute_seconds=60.0))
+    store = keepalive_store.KeepAliveStore(rt)
+    monkeypatch.setattr(keepalive_store, "CHUNK_BYTES", 4096)  # several chunks, as at 10,000 functions
+    store.maybe_save(bank, force=True)
+    stored = {k[2] for k in rt.kube.objects if k[0] == "ConfigMap"}
+    assert len(stored) > 1 and all(n.startswith("mpcloud-keepalive-state-") for n in stored)
+    restored = scaler.KeepAliveBank(capacity=8)
+    assert keepalive_store.KeepAliveStore(rt).restore(restored, now=200 * 60.0) == 6
+    assert restored.minute == bank.minute == 199
+    for t in range(200, 260):
+        step(bank, t)
+        step(restored, t)
+        for i, key in enumerate(keys):
+            assert bank.is_loaded(names[i % 3], key) == restored.is_loaded(names[i % 3], key), (t, key)
+    # Another clock (a compressed minute in tests) or a torn save: start without history, never fail.
+    other = Runtime.for_kinds(rt.kube, KINDS, config=OperatorConfig(function_minute_seconds=4.0))
+    assert keepalive_store.KeepAliveStore(other).restore(scaler.KeepAliveBank(), now=1e9) == 0
+    rt.kube.objects[("ConfigMap", "mpcloud-system", "mpcloud-keepalive-state-1")]["binaryData"]["chunk"] = "AAAA"
+    assert keepalive_store.KeepAliveStore(rt).restore(scaler.KeepAliveBank(), now=200 * 60.0) == 0
