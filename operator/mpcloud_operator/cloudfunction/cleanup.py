@@ -67,6 +67,7 @@ class CredentialSweep:
     def __init__(self, runtime: Any, period: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.runtime, self.period, self.clock = runtime, period, clock
         self.failures = 0
+        self._failed: set[str] = set()  # services that could not be reached in the last pass
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -111,7 +112,7 @@ class CredentialSweep:
             log.warning("credential sweep: %s unavailable, retrying with backoff: %s", service,
                         str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
             SWEEPS.labels(service, "unavailable").inc()
-            self._failed = True
+            self._failed.add(service)
             return None
 
     # ---------------------------------------------------------------- one pass
@@ -119,7 +120,7 @@ class CredentialSweep:
         """Drop orphaned credentials; returns {service: [dropped names]}. Raises only if the API is down."""
         from mpcloud_operator.cloudfunction import bindings
 
-        self._failed = False
+        self._failed: set[str] = set()
         provisioned = self._provisioned()  # first: what appears after this is never an orphan of this pass
         if not provisioned:
             return {}
@@ -137,7 +138,7 @@ class CredentialSweep:
                              owner["function"], owner["app"])
                     DROPPED.labels(service).inc()
                     dropped.setdefault(service, []).append(name)
-            if not self._failed:
+            if service not in self._failed:
                 SWEEPS.labels(service, "ok").inc()
         return dropped
 
@@ -152,7 +153,7 @@ class CredentialSweep:
         while not self._stop.wait(delay):
             try:
                 self.sweep()
-                self.failures = self.failures + 1 if self._failed else 0
+                self.failures = self.failures + 1 if self._failed else 0  # a service down: back off
             except Exception as exc:  # noqa: BLE001 - the API server down: try again later
                 self.failures += 1
                 log.warning("credential sweep failed: %s", exc)

@@ -166,8 +166,8 @@ class KeepAliveStore:
         background so a tick never waits for the API server."""
         if not bank.policies or (not force and self.clock() - self.last_save < self.every):
             return
-        if not self._writing.acquire(blocking=False):
-            return  # the previous save is still being written
+        if not self._writing.acquire(timeout=10.0 if force else 0.0):
+            return  # the previous save is still being written (the last one, on stop: waited for)
         self.last_save = self.clock()
         try:
             data = bank_bytes(bank, self.minute_seconds)
