@@ -102,7 +102,7 @@ def prepare(runtime: Any, fn: CloudFunction) -> Prepared:
     b = fn.spec.bindings
     bound = tuple(k for k, v in (("database", b.database), ("storage", b.storage)) if v is not None)
     return Prepared(image=runtime.config.function_image, code_hash=code_hash,
-                    files=files if fn.spec.source.inline is not None else {}, binding_env=env, bound=bound,
+                    files=files or {}, binding_env=env, bound=bound,
                     unsandboxed_node_pool=runtime.config.unsandboxed_node_pool)
 
 

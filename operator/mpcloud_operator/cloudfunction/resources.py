@@ -3,8 +3,9 @@
 Per function `<name>` the operator applies, all labelled `mpcloud.io/function: <name>` and owned by it:
 
 - ServiceAccount `cf-<name>` without an API token;
-- ConfigMap `cf-<name>-source` holding inline code (a configMapRef source is mounted as it is; an archive is
-  fetched and verified by an init container);
+- ConfigMap `cf-<name>-source` holding the code of an inline or configMapRef source as checked (a copy of the
+  referenced ConfigMap: an edit that does not pass the check never reaches a pod, not even a restarted one; an
+  archive is fetched and verified by an init container);
 - Secret `cf-<name>-bindings` with the function's own database role and S3 key (when it has bindings);
 - NetworkPolicy: only the gateway (namespace mpcloud-system) reaches the instances;
 - headless Service `cf-<name>` (port `http`): the gateway routes to its EndpointSlices, so no ClusterIP;
@@ -52,7 +53,7 @@ class Prepared:
 
     image: str
     code_hash: str
-    files: dict[str, str] = field(default_factory=dict)  # inline source only
+    files: dict[str, str] = field(default_factory=dict)  # inline or configMapRef source, as checked
     binding_env: dict[str, str] = field(default_factory=dict)  # bindings Secret data (empty: no Secret)
     bound: tuple[str, ...] = ()  # services provisioned for this spec: "database", "storage"
     unsandboxed_node_pool: str | None = None  # "key=value" (operator setting): where unsandboxed pods may run
@@ -121,7 +122,7 @@ def service_account(fn: CloudFunction) -> dict[str, Any]:
 
 
 def source_config_map(fn: CloudFunction, prepared: Prepared) -> dict[str, Any] | None:
-    if fn.spec.source.inline is None:
+    if fn.spec.source.archive is not None:
         return None
     meta = _metadata(fn, f"{child_name(fn)}-source")
     meta["annotations"] = {CODE_HASH_ANNOTATION: prepared.code_hash}
@@ -160,11 +161,8 @@ def host_command(fn: CloudFunction) -> list[str]:
 
 
 def _code_volume(fn: CloudFunction) -> dict[str, Any]:
-    source = fn.spec.source
-    if source.inline is not None:
+    if fn.spec.source.archive is None:
         return {"name": "code", "configMap": {"name": f"{child_name(fn)}-source"}}
-    if source.config_map_ref is not None:
-        return {"name": "code", "configMap": {"name": source.config_map_ref.name}}
     return {"name": "code", "emptyDir": {"sizeLimit": "256Mi"}}
 
 
@@ -248,9 +246,10 @@ def desired_objects(fn: CloudFunction, prepared: Prepared) -> list[dict[str, Any
 
 
 def absent_objects(fn: CloudFunction) -> list[dict[str, Any]]:
-    """Children of an earlier spec that this one no longer has (inline source replaced)."""
+    """Children of an earlier spec that this one no longer has (the source became an archive; the last binding
+    removed)."""
     out = []
-    if fn.spec.source.inline is None:
+    if fn.spec.source.archive is not None:
         out.append({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": f"{child_name(fn)}-source", "namespace": fn.metadata.namespace}})
     # The bindings Secret only when the last applied spec had bindings and this one has none (Secrets are not

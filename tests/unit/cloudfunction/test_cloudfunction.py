@@ -428,6 +428,15 @@ def test_an_edited_configmap_source_re_reconciles_its_functions_with_the_new_has
     new_hash = resources.source_hash({"index.py": PY.replace("hello", "hi")})
     assert second[resources.CODE_HASH_ANNOTATION] == new_hash != first[resources.CODE_HASH_ANNOTATION]
     assert kube.objects[("CloudFunction", NS, "hello")]["status"]["codeHash"] == new_hash
+    # Pods mount the operator's copy of the code as checked, not the user's ConfigMap.
+    assert kube.objects[("ConfigMap", NS, "cf-hello-source")]["data"] == {"index.py": PY.replace("hello", "hi")}
+    volumes = kube.objects[("Deployment", NS, "cf-hello")]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "code", "configMap": {"name": "cf-hello-source"}} in volumes
+    rt.services["cloudfunction-source-checks"] = Checks("SyntaxError: invalid syntax")
+    kube.put({**cm, "data": {"index.py": "def main(:"}})
+    rt.primaries.put(("CloudFunction", NS, "hello"), kube.objects[("CloudFunction", NS, "hello")])
+    assert runner.reconcile(rt, kind, NS, "hello").outcome == "retry"  # InvalidSource
+    assert kube.objects[("ConfigMap", NS, "cf-hello-source")]["data"] == {"index.py": PY.replace("hello", "hi")}
     other = kube.put({**cm, "metadata": {"name": "unrelated", "namespace": NS}})
     references.on_referenced_event(rt, "ADDED", other)
     assert rt.queue.get(timeout=0) is None
