@@ -170,3 +170,23 @@ def test_reference_index_wakes_only_dependents_and_only_on_a_new_version() -> No
     assert index.changed("ConfigMap", "ns", "code", "3") == [] and index.changed("ConfigMap", "ns", "code", None,
                                                                                deleted=True) == []
     assert len(index) == 1
+
+
+def test_controller_watches_observed_pods_and_referenced_objects_but_not_its_own_state() -> None:
+    from mpcloud_operator.config import OperatorConfig
+    from mpcloud_operator.kinds import KINDS, WATCHED_REFERENCES
+    from mpcloud_operator.reconcile.controller import Controller
+    from mpcloud_operator.runtime import Runtime
+    from tests.fakes.kube import FakeClient
+
+    rt = Runtime.for_kinds(FakeClient(), KINDS, config=OperatorConfig(namespaces=["a", "b"]),
+                           watched_references=WATCHED_REFERENCES)
+    controller = Controller(rt)
+    pods = controller.observed_informers()
+    assert [(i.path, i.label_selector) for i in pods] == [
+        ("/api/v1/namespaces/a/pods", "mpcloud.io/source=archive,mpcloud.io/function"),
+        ("/api/v1/namespaces/b/pods", "mpcloud.io/source=archive,mpcloud.io/function")]
+    refs = {(i.path, i.label_selector) for i in controller.reference_informers()}
+    assert refs == {("/api/v1/namespaces/a/configmaps", "!mpcloud.io/internal"),
+                    ("/api/v1/namespaces/b/configmaps", "!mpcloud.io/internal"),
+                    ("/apis/node.k8s.io/v1/runtimeclasses", "!mpcloud.io/internal")}
