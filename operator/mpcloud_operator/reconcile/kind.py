@@ -85,6 +85,9 @@ class Kind:
     # credentials): (runtime, obj) -> value passed as desired(obj, value). It may raise
     # reconcile.references.ReferenceProblem(reason, problems): Ready=False/<reason>, children untouched, retry.
     prepare: Callable[[Runtime, Any], Any] | None = None
+    # What `mpcloud render` passes instead (no cluster, no backing service): obj -> the same type as prepare's,
+    # with visible placeholders where the cluster would answer. Required when `prepare` is set.
+    offline: Callable[[Any], Any] | None = None
     # Kind-specific Events on a status change: (old status, new status) -> [(reason, message, type)].
     events: Callable[[dict[str, Any], dict[str, Any]], list[tuple[str, str, str]]] = lambda old, new: []
     hooks: KindHooks | None = None
