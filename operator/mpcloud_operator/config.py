@@ -54,6 +54,10 @@ class OperatorConfig(BaseModel):
                                               "only on nodes with this label, tolerating a NoSchedule taint of it.")
     function_minute_seconds: float = Field(default=60.0, gt=0, le=3600, description="Length of the function "
                                            "scaler's keep-alive minute (tests and trace replays compress time).")
+    credential_sweep_seconds: float = Field(default=300.0, ge=1, le=86400, description="Period of the sweep that "
+                                            "drops function roles and S3 keys whose function or binding is gone.")
+    keepalive_save_seconds: float = Field(default=180.0, ge=1, le=86400, description="How often the leader saves "
+                                          "the functions' keep-alive history (ConfigMap in the lease namespace).")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
                                     "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
 
@@ -83,7 +87,8 @@ class OperatorConfig(BaseModel):
             **{name: environ.get("MPCLOUD_" + name.upper()) for name in (
                 "function_image", "function_image_pull_policy", "gateway_url", "demand_port", "postgres_admin_dsn", "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
-                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool")},
+                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",
+                "credential_sweep_seconds", "keepalive_save_seconds")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

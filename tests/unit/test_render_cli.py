@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import yaml
@@ -33,7 +34,8 @@ def test_render_prints_functions_with_placeholders_for_what_the_cluster_provides
     objs = list(yaml.safe_load_all(result.stdout))
     assert {o["kind"] for o in objs} >= {"Deployment", "Service", "NetworkPolicy", "ConfigMap", "Secret"}
     secrets = [o for o in objs if o["kind"] == "Secret"]
-    assert secrets and all(set(s["stringData"].values()) == {"<provisioned at reconcile>"} for s in secrets)
+    placeholder = base64.b64encode(b"<provisioned at reconcile>").decode()
+    assert secrets and all(set(s["data"].values()) == {placeholder} for s in secrets)
 
 
 def test_every_kind_that_prepares_at_reconcile_renders_offline():

@@ -59,7 +59,8 @@ def _database(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
         tenant = await prov.ensure_tenant(ns, app)
         for c in binding.collections:
             await prov.ensure_collection(tenant, c.name, list(c.indexes))
-        return tenant, await prov.ensure_function(tenant, name, grants, password)
+        return tenant, await prov.ensure_function(tenant, name, grants, password,
+                                                  owner={"namespace": ns, "app": app, "function": name})
 
     memo = runtime.service("postgres-provisioned", lambda: TTLMemo(PROVISIONED_TTL_S))
     key = (ns, app, name, password, tuple((c.name, c.access, tuple(c.indexes)) for c in binding.collections))
@@ -151,28 +152,51 @@ def bind(runtime: Any, fn: CloudFunction) -> dict[str, str]:
     return env
 
 
-def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
-    """The function is gone: drop its role and key (the app's data stays; see README "Deleting a function")."""
+def revoke(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
+    """Drop the function's role and/or key (the app's data stays; see README "Deleting a function"). Raises
+    when a backing service cannot be reached: the caller retries."""
+    cfg = runtime.config
+    if database and cfg.postgres_admin_dsn:
+        from mpcloud_operator.backing.postgres import Provisioner, tenant_for
+
+        prov = runtime.service("postgres", lambda: Provisioner(cfg.postgres_admin_dsn))
+        asyncio.run(prov.drop_function(tenant_for(namespace, app), name))
+        _forget_provisioned(runtime, "postgres-provisioned", namespace, app, name)
+    if storage and cfg.s3_endpoint:
+        from mpcloud_operator.backing.s3 import FileProvisioner
+
+        prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
+                                                             cfg.s3_admin_secret_key))
+        prov.drop_identity(f"{namespace}/{app}", name)
+        _forget_provisioned(runtime, "s3-provisioned", namespace, app, name)
+
+
+def _forget_provisioned(runtime: Any, memo_name: str, namespace: str, app: str, name: str) -> None:
+    memo = runtime.services.get(memo_name)
+    if memo is not None:
+        memo.drop(lambda k: k[:3] == (namespace, app, name))
+
+
+def revoke_removed(runtime: Any, fn: CloudFunction) -> None:
+    """Bindings the last applied spec had (status.bindings) and this one has not: revoke them now. A service
+    that is down refuses the reconcile (BackingServiceUnavailable, retried); the sweep is the backstop."""
+    had = set(fn.status.bindings) if fn.status and fn.status.bindings else set()
+    b = fn.spec.bindings
+    gone = had - {k for k, v in (("database", b.database), ("storage", b.storage)) if v is not None}
+    if not gone:
+        return
     try:
-        if database and runtime.config.postgres_admin_dsn:
-            from mpcloud_operator.backing.postgres import Provisioner
+        revoke(runtime, fn.metadata.namespace or "", fn.spec.app, fn.metadata.name, "database" in gone,
+               "storage" in gone)
+    except Exception as exc:  # noqa: BLE001
+        raise _refuse(f"revoking the removed {' and '.join(sorted(gone))} binding: {_first_line(exc)}") from exc
+    log.info("CloudFunction %s/%s: revoked its %s credentials (binding removed)", fn.metadata.namespace,
+             fn.metadata.name, " and ".join(sorted(gone)))
 
-            from mpcloud_operator.backing.postgres import tenant_for
 
-            prov = runtime.service("postgres", lambda: Provisioner(runtime.config.postgres_admin_dsn))
-            asyncio.run(prov.drop_function(tenant_for(namespace, app), name))
-            memo = runtime.services.get("postgres-provisioned")
-            if memo is not None:
-                memo.drop(lambda k: k[:3] == (namespace, app, name))
-        if storage and runtime.config.s3_endpoint:
-            from mpcloud_operator.backing.s3 import FileProvisioner
-
-            cfg = runtime.config
-            prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
-                                                                 cfg.s3_admin_secret_key))
-            prov.drop_identity(f"{namespace}/{app}", name)
-            memo = runtime.services.get("s3-provisioned")
-            if memo is not None:
-                memo.drop(lambda k: k[:3] == (namespace, app, name))
-    except Exception as exc:  # noqa: BLE001 - best effort; logged for the operator's owner
-        log.warning("CloudFunction %s/%s: dropping its credentials failed: %s", namespace, name, exc)
+def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
+    """The function is gone: drop its role and key at once (best effort: the sweep retries what fails)."""
+    try:
+        revoke(runtime, namespace, app, name, database, storage)
+    except Exception as exc:  # noqa: BLE001 - logged; cleanup.CredentialSweep drops it on its next pass
+        log.warning("CloudFunction %s/%s: dropping its credentials failed (the sweep retries): %s", namespace, name, exc)
