@@ -137,7 +137,8 @@ def test_failure_retries_and_finally(pipelines):
                retries=2),
         p.task("broken", 'echo "checking the build"; echo "3 tests failed" >&2; exit 3'),
         p.task("after-broken", "echo never", runAfter=["broken"]),
-    ], "finally": [p.task("cleanup", 'echo "cleanup after $(tasks.broken.status)"')]}
+    ], "finally": [p.task("cleanup", 'echo "cleanup after $(params.broken)"', taskParams=["broken"],
+                          params=[{"name": "broken", "value": "$(tasks.broken.status)"}])]}
     p.create_run("fails", spec)
     done = p.wait_done("fails")
     cond = next(c for c in done["status"]["conditions"] if c["type"] == "Succeeded")
@@ -150,6 +151,8 @@ def test_failure_retries_and_finally(pipelines):
     assert "3 tests failed" in tasks["broken"]["message"]
     assert tasks["after-broken"]["status"] == "Skipped" and tasks["after-broken"]["reason"] == "PipelineRunStopping"
     assert tasks["cleanup"]["status"] == "Succeeded"
+    pod = p.core.list_namespaced_pod(p.ns, label_selector="batch.kubernetes.io/job-name=fails-cleanup-1").items[0]
+    assert p.core.read_namespaced_pod_log(pod.metadata.name, p.ns).strip() == "cleanup after Failed"
     assert _time(tasks["cleanup"]["startTime"]) >= _time(tasks["broken"]["completionTime"])
     assert sorted(j.metadata.name for j in p.jobs("fails")) == [
         "fails-broken-1", "fails-cleanup-1", "fails-flaky-1", "fails-flaky-2"]

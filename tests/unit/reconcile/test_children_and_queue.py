@@ -147,3 +147,13 @@ def test_status_refresh_follows_the_deployment() -> None:
     ready = next(c for c in kube.status_writes()[-1]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "NoReplicasAvailable")
     assert kube.verbs("apply") == []
+
+
+def test_queue_keeps_one_wake_up_per_key() -> None:
+    q = WorkQueue()
+    for delay in (30.0, 60.0, 90.0):  # a run asking for its deadline on every reconcile
+        q.add_after("run", delay)
+    assert len(q) == 1
+    q.add_after("run", 0.1)  # an earlier one still counts
+    assert len(q) == 2
+    assert q.get(timeout=2) == ("run", FULL)
