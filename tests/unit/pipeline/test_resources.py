@@ -97,3 +97,17 @@ def test_pod_outcome_names_the_failing_step():
     ok = {"status": {"containerStatuses": [{"name": "results", "state": {"terminated": {
         "exitCode": 0, "message": '{"d": "sha256:1"}'}}}]}}
     assert resources.pod_outcome(ok) == ({"d": "sha256:1"}, "")
+
+
+def test_pipeline_run_command_builds_a_run():
+    from click.testing import CliRunner
+
+    from mpcloud_operator.cli import main
+    from mpcloud_operator.commands.pipeline import run_body
+
+    body = run_body("shop-ci", {"revision": "abc"}, unsandboxed=True, timeout="10m")
+    run = PipelineRun.model_validate({**body, "metadata": {"name": "x", "namespace": "ci"}})
+    assert run.spec.pipeline_ref.name == "shop-ci" and run.spec.sandbox.unsandboxed
+    assert body["metadata"] == {"generateName": "shop-ci-"} and run.spec.timeouts.pipeline == "10m"
+    result = CliRunner().invoke(main, ["pipeline", "run", "p", "-p", "novalue"])
+    assert result.exit_code == 2 and "use NAME=VALUE" in result.output
