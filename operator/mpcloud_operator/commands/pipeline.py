@@ -76,3 +76,52 @@ def run(name: str, namespace: str, params: tuple[str, ...], unsandboxed: bool, t
             click.echo(f"{run_name}: {cond['reason']}: {cond['message']}")
             raise SystemExit(0 if cond["status"] == "True" else 1)
         time.sleep(1)
+
+
+@pipeline.command("graph")
+@click.argument("target")
+@click.option("--namespace", "-n", default="default", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="-", show_default=True,
+              help="SVG file (- for stdout).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None)
+def graph(target: str, namespace: str, output: str, kubeconfig: str | None) -> None:
+    """Draw the DAG of TARGET as SVG: a Pipeline YAML file, `pipeline/NAME` or NAME (a Pipeline in the cluster), or
+    `run/NAME` (a PipelineRun: tasks coloured by their state)."""
+    from pathlib import Path
+
+    import yaml
+
+    from mpcloud_operator.pipeline import graph as drawing
+    from mpcloud_operator.pipeline import validate
+    from mpcloud_operator.pipeline.model import PipelineSpec
+
+    states: dict[str, str] = {}
+    if Path(target).is_file():
+        doc = next(d for d in yaml.safe_load_all(Path(target).read_text()) if d and d.get("kind") == "Pipeline")
+        spec, title = PipelineSpec.model_validate(doc["spec"]), doc["metadata"]["name"]
+    else:
+        from kubernetes import client, config
+
+        api = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
+        kind, _, name = target.rpartition("/")
+        plural = "pipelineruns" if kind in ("run", "pr", "pipelinerun") else "pipelines"
+        try:
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except client.ApiException as exc:
+            raise click.ClickException(f"{plural}/{name}: {exc.reason}") from exc
+        title = name
+        if plural == "pipelines":
+            spec = PipelineSpec.model_validate(obj["spec"])
+        else:
+            st = obj.get("status") or {}
+            spec = PipelineSpec.model_validate(st.get("pipelineSpec") or obj["spec"].get("pipelineSpec") or {})
+            states = {t["name"]: t["status"] for t in st.get("tasks") or []}
+    cycle = validate.problems(spec)
+    if cycle and cycle[0].startswith("the tasks form a cycle"):
+        raise click.ClickException(cycle[0])
+    svg = drawing.render(spec, states, title)
+    if output == "-":
+        click.echo(svg, nl=False)
+    else:
+        Path(output).write_text(svg)
+        click.echo(f"wrote {output}")
