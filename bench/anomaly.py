@@ -1,0 +1,97 @@
+"""Abnormal-traffic detector benchmark: NAB scores on the shared files, and the per-tick cost for 10,000 series.
+
+    nice -n 10 python bench/anomaly.py [--data DIR] [--series 10000] [--ticks 300]
+
+Data: `../shared/anomaly/nab/` (override with --data or MPCLOUD_NAB). Prints the NAB scores per profile (threshold
+re-optimised on the files, NAB's convention, and the detector's shipped threshold), a cross-validated split (files
+alternately in halves A and B by sorted name: the threshold optimised on one half scores the other), and the update
+latency per tick for `--series` series at 5-min (season 288) and 1-min (season 1440) ticks; then one JSON line.
+About a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from predictors.anomaly.detector import Detector, Params  # noqa: E402
+from predictors.anomaly.nab_run import detect, load_labelled  # noqa: E402
+from predictors.anomaly.nab_score import PROFILES, optimise_threshold, score_at  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("MPCLOUD_NAB", ROOT.parent / "shared" / "anomaly" / "nab"))
+
+
+def nab_scores(data: Path, params: Params) -> dict:
+    files, wins = load_labelled(data, data / "windows_shared.json")
+    scored = list(zip(detect(files, params), wins))
+    out = {"files": len(files), "windows": sum(len(w) for w in wins), "optimised": {}, "fixed": {}, "split": {}}
+    for name, prof in PROFILES.items():
+        best = optimise_threshold(scored, prof)
+        out["optimised"][name] = {"score": round(best.score, 2), "threshold": best.threshold}
+        out["fixed"][name] = round(score_at(scored, prof, params.threshold).score, 2)
+    halves = {"A": scored[0::2], "B": scored[1::2]}
+    for h, other in (("A", "B"), ("B", "A")):
+        row = {}
+        for name, prof in PROFILES.items():
+            tuned = optimise_threshold(halves[h], prof)
+            row[name] = {"own": round(tuned.score, 2),
+                         "transfer": round(score_at(halves[other], prof, tuned.threshold).score, 2),
+                         "fixed": round(score_at(halves[other], prof, params.threshold).score, 2)}
+        out["split"][f"tune {h} -> score {other}"] = row
+    return out
+
+
+def latency(series: int, period: int, ticks: int, params: Params) -> dict:
+    """Mean wall time of one update call over `series` series, after the season and warmup are learned."""
+    rng = np.random.default_rng(0)
+    det = Detector(series, period, params)
+    base = 100 + 50 * rng.random(series)
+    warm = period + params.warmup + 10
+    phase = 2 * np.pi / max(period, 1)
+    for t in range(warm):
+        det.update(base * (1 + 0.3 * np.sin(phase * t)) + rng.normal(0, 1, series))
+    xs = [base * (1 + 0.3 * np.sin(phase * (warm + t))) + rng.normal(0, 1, series) for t in range(ticks)]
+    t0 = time.perf_counter()
+    for x in xs:
+        det.update(x)
+    per_tick = (time.perf_counter() - t0) / ticks
+    return {"series": series, "period": period, "ticks": ticks, "ms_per_tick": round(1e3 * per_tick, 3),
+            "us_per_series": round(1e6 * per_tick / series, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--series", type=int, default=10_000)
+    ap.add_argument("--ticks", type=int, default=300)
+    args = ap.parse_args()
+    params = Params()
+    nab = nab_scores(args.data, params)
+    print(f"NAB on {nab['files']} files, {nab['windows']} windows (shipped threshold {params.threshold})")
+    print(f"{'profile':20s} {'re-optimised':>12s} {'θ':>8s} {'fixed θ':>8s}")
+    for name in PROFILES:
+        o = nab["optimised"][name]
+        print(f"{name:20s} {o['score']:12.2f} {o['threshold']:8.4f} {nab['fixed'][name]:8.2f}")
+    print("cross-validated split (half A = files 0, 2, 4, ... by sorted name; B = the rest)")
+    print(f"{'split':18s} {'profile':20s} {'own half':>9s} {'other, its θ':>13s} {'other, fixed θ':>15s}")
+    for split, row in nab["split"].items():
+        for name, r in row.items():
+            print(f"{split:18s} {name:20s} {r['own']:9.2f} {r['transfer']:13.2f} {r['fixed']:15.2f}")
+    lat = [latency(args.series, period, args.ticks, params) for period in (288, 1440)]
+    print(f"{'series':>7s} {'season':>7s} {'ms/tick':>8s} {'µs/series':>10s}")
+    for r in lat:
+        print(f"{r['series']:7d} {r['period']:7d} {r['ms_per_tick']:8.2f} {r['us_per_series']:10.3f}")
+    print(json.dumps({"bench": "anomaly", "nab": nab, "latency": lat, "load": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
