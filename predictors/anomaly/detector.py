@@ -35,9 +35,18 @@ class Params:
     vol_rate: float = 0.1                               # EWMA rate of |step| (volatility channel)
     vol_gain: float = 0.0                               # 0 = volatility channel off
     season_gain: float = 0.35                           # seasonal-change channel (needs a period)
+    season_warmup: float = 0.5                          # periods of seasonal change seen before it scores
     echo: float = 0.1                                   # seasonal novelty above which a value is no reference
-    refractory: float = 0.99                            # per-tick decay of the last reported peak
-    threshold: float = 0.0448                           # shipped detection threshold (see bench/README.md)
+    echo_span: float = 1 / 12                           # after an alarm, this part of a period is no reference
+    tail: float = 0.05                                  # tail quantiles tracked (q_lo = tail, q_hi = 1 - tail)
+    tail_step: float = 0.01                             # their step, as a fraction of the value range
+    tail_rate: float = 0.02                             # EWMA rate of the tail frequencies
+    tail_gain: float = 0.5                              # 0 = tail-frequency channels off
+    combine: str = "sum"                                # channels' novelties: "sum" or "max"
+    horizon: int = 4000                                 # ranges cover the last 1-2 horizons of ticks (0 = all)
+    growth: float = 1.5                                 # a new alarm must exceed the decayed peak this much
+    refractory: float = 0.98                            # per-tick decay of the last reported peak
+    threshold: float = 0.045                            # shipped detection threshold (see bench/README.md)
 
 
 class Detector:
@@ -48,18 +57,23 @@ class Detector:
             raise ValueError("Params.gains needs one gain per entry of Params.means")
         self.n, self.p, self.period = n, params, max(int(period), 0)
         m = len(params.means)
-        self.vol, self.season = m, m + 1  # channel indices
-        self.rates = np.array([*params.means, params.vol_rate, 1.0])[:, None]
-        self.gains = np.array([*params.gains, params.vol_gain, params.season_gain if self.period else 0.0])[:, None]
+        self.vol, self.season, self.tails = m, m + 1, m + 2  # channel indices (tails: above q_hi, below q_lo)
+        self.rates = np.array([*params.means, params.vol_rate, 1.0, params.tail_rate, params.tail_rate])[:, None]
+        self.gains = np.array([*params.gains, params.vol_gain, params.season_gain if self.period else 0.0,
+                               params.tail_gain, params.tail_gain])[:, None]
+        self.q_hi, self.q_lo = np.zeros(n), np.zeros(n)
         self.t = np.zeros(n, dtype=np.int64)
-        self.ch = np.zeros((m + 2, n))
-        self.lo = np.zeros((m + 2, n))
-        self.hi = np.zeros((m + 2, n))
-        self.seen = np.zeros((m + 2, n), dtype=bool)
+        k = m + 4
+        self.ch = np.zeros((k, n))
+        self.lo = np.zeros((k, n))
+        self.hi = np.zeros((k, n))
+        self.seen = np.zeros((k, n), dtype=bool)
+        self.hi_cur = self.lo_cur = self.hi_old = self.lo_old = self.hi_cur_prev = self.lo_cur_prev = self.hi
         self.prev = np.zeros(n)
         self.peak = np.zeros(n)
         self.buf = np.zeros((n, self.period), dtype=np.float32) if self.period else None
         self.rows = np.arange(n)
+        self.alarm_t = np.full(n, -(10 ** 9), dtype=np.int64)
 
     def _channels(self, xv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """This tick's channel values, and where each channel is defined yet."""
@@ -74,6 +88,9 @@ class Detector:
         else:
             target[self.season] = 0.0
             defined[self.season] = False
+        target[self.tails] = xv > self.q_hi
+        target[self.tails + 1] = xv < self.q_lo
+        defined[self.tails:self.tails + 2] = self.t >= self.p.warmup // 2
         started = defined & ~self.seen  # a channel's first value seeds its mean
         return np.where(started, target, self.ch + self.rates * (target - self.ch)), defined
 
@@ -87,26 +104,48 @@ class Detector:
         span = np.maximum(self.hi - self.lo, 1e-9 * (np.abs(self.hi) + 1.0))
         beyond = np.maximum(np.maximum(ch - self.hi, self.lo - ch), 0.0) / span
         learned = self.seen.copy()
-        learned[self.season] &= self.t >= self.period + p.warmup
+        learned[self.season] &= self.t >= self.period + int(p.season_warmup * self.period)
         nov = np.where(learned, beyond, 0.0) * self.gains
-        s = nov.max(axis=0)
+        s = nov.max(axis=0) if p.combine == "max" else nov.sum(axis=0)
+        self.last_nov = nov
         raw = s / (1.0 + s)
         # --- refractory: report onsets and growth only
         live = ok & (self.t >= p.warmup)
-        out = np.where(live & (raw > self.peak), raw, 0.0)
+        out = np.where(live & (raw > self.peak * p.growth), raw, 0.0)
         self.peak = np.where(ok, np.maximum(self.peak * p.refractory, raw * live), self.peak)
         # --- learn, only where a sample arrived
         if self.buf is not None:
             k = self.t % self.period
-            echo = learned[self.season] & (nov[self.season] > p.echo)
-            keep = np.where(echo | ~ok, self.buf[self.rows, k], xv)
+            past = self.buf[self.rows, k]
+            # values shortly after an alarm are no reference for the next period (else the anomaly echoes)
+            self.alarm_t = np.where(live & (raw >= p.echo), self.t, self.alarm_t)
+            episode = (self.t - self.alarm_t) <= p.echo_span * self.period
+            keep = np.where(episode | ~ok, past, xv)
             self.buf[self.rows, k] = keep
+
         upd = defined & ok[None, :]
         first = upd & ~self.seen
         self.ch = np.where(upd, ch, self.ch)
-        self.hi = np.where(first, ch, np.where(upd, np.maximum(self.hi, ch), self.hi))
-        self.lo = np.where(first, ch, np.where(upd, np.minimum(self.lo, ch), self.lo))
+        if p.horizon:
+            # two buckets of `horizon` ticks: the range is that of the last one to two horizons
+            roll = (ok & (self.t > 0) & (self.t % p.horizon == 0))[None, :]
+            self.hi_cur = np.where(first | roll, ch, np.where(upd, np.maximum(self.hi_cur, ch), self.hi_cur))
+            self.lo_cur = np.where(first | roll, ch, np.where(upd, np.minimum(self.lo_cur, ch), self.lo_cur))
+            self.hi_old = np.where(first, ch, np.where(roll, self.hi_cur_prev, self.hi_old))
+            self.lo_old = np.where(first, ch, np.where(roll, self.lo_cur_prev, self.lo_old))
+            self.hi = np.maximum(self.hi_cur, self.hi_old)
+            self.lo = np.minimum(self.lo_cur, self.lo_old)
+            self.hi_cur_prev, self.lo_cur_prev = self.hi_cur, self.lo_cur
+        else:
+            self.hi = np.where(first, ch, np.where(upd, np.maximum(self.hi, ch), self.hi))
+            self.lo = np.where(first, ch, np.where(upd, np.minimum(self.lo, ch), self.lo))
         self.seen |= upd
+        # running tail quantiles (Robbins-Monro steps scaled to the value range)
+        step = self.p.tail_step * (self.hi[0] - self.lo[0])  # 0 for a constant series: no tails to track
+        step = np.where(self.t < 2, 0.0, step * np.where(self.t < self.p.warmup, 5.0, 1.0))
+        q = 1.0 - self.p.tail
+        self.q_hi = np.where(self.t < 1, xv, self.q_hi + ok * step * np.where(xv > self.q_hi, q, -(1 - q)))
+        self.q_lo = np.where(self.t < 1, xv, self.q_lo + ok * step * np.where(xv < self.q_lo, -q, 1 - q))
         self.prev = np.where(ok, xv, self.prev)
         self.t = self.t + ok
         return out
