@@ -3,21 +3,28 @@
 `Detector(n, period).update(x)` takes one value per series (shape (n,); NaN = no sample this tick) and returns one
 score per series in [0, 1), computed from that value and state built from earlier values only. Each tick is a
 fixed number of vectorised numpy operations on arrays of shape (channels, n), plus one (n, period) ring buffer when
-a season is given, so 10,000 series cost one call per tick.
+a season is given, so 10,000 series cost one call per tick (a few ms, bench/anomaly.py).
 
-The score is *novelty across channels*. Each channel is a view of the series: the value itself and its running
-means at a few rates (a sustained shift to a level that only spikes reached before is news for a slow mean), the
-running step size (volatility, up or down; off by default), and, with a period, the change against the same phase
-one period ago. A channel's novelty is how far it leaves the range it has shown so far, as a fraction of that
-range; the raw score is the largest gain-weighted novelty s, mapped to s / (1 + s). Then a refractory step: a
-sustained anomaly is reported once, at its onset, and again only when it grows beyond a slowly decaying peak
-(repeated alarms inside one episode cost false positives and add nothing). A value that was seasonal news is not
-kept as the next period's reference, so an anomaly does not echo one period later. Ranges are learned during
-`warmup` ticks (and the seasonal channel's during the warmup after its first full period), when no score is given.
+The score is *novelty across channels*. Each channel is a view of the series:
+- the value and its running means at a few rates (a sustained shift to a level that only spikes reached before is
+  news for a slow mean);
+- with a period, the change against the same phase one period ago;
+- how often the value lately sat above its running 95th percentile, or below its 5th (a burst of spikes, or a
+  drop-out, that stays inside the usual range);
+- optionally the running step size (volatility; off by default).
+A channel's novelty is how far it leaves the range it has shown over the last one to two `horizon`s of ticks, as a
+fraction of that range. The gain-weighted novelties are summed into s and mapped to s / (1 + s). Then a refractory
+step: a sustained anomaly is reported once, at its onset, and again only when it grows `growth` times beyond a
+decaying peak (repeated alarms within one episode cost false positives and add nothing). Values shortly after an
+alarm are not kept as the next period's reference, so an anomaly does not echo one period later. Ranges are learned
+during `warmup` ticks (the seasonal channel's during half a period after its first full period), with no score.
+`novelty` holds the last tick's per-channel novelties (channel order: means, volatility, season, above, below),
+to say why a series alarmed.
 
-Why novelty rather than z-scores: on NAB-like operational series the scale of "normal" noise is heavy-tailed and
-drifts, so z-scores against a running scale alarm on every burst; leaving the envelope of everything seen so far
-(at several smoothing scales) is what separates incidents from noise (tuned and cross-validated in bench/anomaly.py).
+Why novelty rather than z-scores: on operational series the scale of "normal" noise is heavy-tailed and drifts, so
+z-scores against a running scale alarm on every burst (tried: NAB standard ~36); leaving the envelope of what was
+seen lately, at several smoothing scales, is what separates incidents from noise. Parameters were tuned on the
+shared NAB files with a two-half cross-validation (bench/README.md); the detector never sees labels.
 """
 
 from __future__ import annotations
@@ -29,14 +36,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Params:
-    warmup: int = 150                                   # ticks before any score (state still learns)
+    warmup: int = 250                                   # ticks before any score (state still learns)
     means: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)    # EWMA rates of the value channels (1.0 = the raw value)
     gains: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0)     # novelty gain per value channel
     vol_rate: float = 0.1                               # EWMA rate of |step| (volatility channel)
     vol_gain: float = 0.0                               # 0 = volatility channel off
     season_gain: float = 0.35                           # seasonal-change channel (needs a period)
     season_warmup: float = 0.5                          # periods of seasonal change seen before it scores
-    echo: float = 0.1                                   # seasonal novelty above which a value is no reference
+    echo: float = 0.1                                   # raw score counted as an alarm for the echo rule
     echo_span: float = 1 / 12                           # after an alarm, this part of a period is no reference
     tail: float = 0.05                                  # tail quantiles tracked (q_lo = tail, q_hi = 1 - tail)
     tail_step: float = 0.01                             # their step, as a fraction of the value range
@@ -44,9 +51,9 @@ class Params:
     tail_gain: float = 0.5                              # 0 = tail-frequency channels off
     combine: str = "sum"                                # channels' novelties: "sum" or "max"
     horizon: int = 4000                                 # ranges cover the last 1-2 horizons of ticks (0 = all)
-    growth: float = 1.5                                 # a new alarm must exceed the decayed peak this much
+    growth: float = 1.7                                 # a new alarm must exceed the decayed peak this much
     refractory: float = 0.98                            # per-tick decay of the last reported peak
-    threshold: float = 0.045                            # shipped detection threshold (see bench/README.md)
+    threshold: float = 0.0475                           # shipped detection threshold (see bench/README.md)
 
 
 class Detector:
@@ -68,7 +75,8 @@ class Detector:
         self.lo = np.zeros((k, n))
         self.hi = np.zeros((k, n))
         self.seen = np.zeros((k, n), dtype=bool)
-        self.hi_cur = self.lo_cur = self.hi_old = self.lo_old = self.hi_cur_prev = self.lo_cur_prev = self.hi
+        self.hi_cur = self.lo_cur = self.hi_old = self.lo_old = self.hi  # horizon buckets (replaced, never mutated)
+        self.novelty = np.zeros((k, n))
         self.prev = np.zeros(n)
         self.peak = np.zeros(n)
         self.buf = np.zeros((n, self.period), dtype=np.float32) if self.period else None
@@ -107,7 +115,7 @@ class Detector:
         learned[self.season] &= self.t >= self.period + int(p.season_warmup * self.period)
         nov = np.where(learned, beyond, 0.0) * self.gains
         s = nov.max(axis=0) if p.combine == "max" else nov.sum(axis=0)
-        self.last_nov = nov
+        self.novelty = nov
         raw = s / (1.0 + s)
         # --- refractory: report onsets and growth only
         live = ok & (self.t >= p.warmup)
@@ -122,20 +130,18 @@ class Detector:
             episode = (self.t - self.alarm_t) <= p.echo_span * self.period
             keep = np.where(episode | ~ok, past, xv)
             self.buf[self.rows, k] = keep
-
         upd = defined & ok[None, :]
         first = upd & ~self.seen
         self.ch = np.where(upd, ch, self.ch)
         if p.horizon:
             # two buckets of `horizon` ticks: the range is that of the last one to two horizons
-            roll = (ok & (self.t > 0) & (self.t % p.horizon == 0))[None, :]
+            roll = upd & ((self.t > 0) & (self.t % p.horizon == 0))[None, :]
+            self.hi_old = np.where(first, ch, np.where(roll, self.hi_cur, self.hi_old))
+            self.lo_old = np.where(first, ch, np.where(roll, self.lo_cur, self.lo_old))
             self.hi_cur = np.where(first | roll, ch, np.where(upd, np.maximum(self.hi_cur, ch), self.hi_cur))
             self.lo_cur = np.where(first | roll, ch, np.where(upd, np.minimum(self.lo_cur, ch), self.lo_cur))
-            self.hi_old = np.where(first, ch, np.where(roll, self.hi_cur_prev, self.hi_old))
-            self.lo_old = np.where(first, ch, np.where(roll, self.lo_cur_prev, self.lo_old))
             self.hi = np.maximum(self.hi_cur, self.hi_old)
             self.lo = np.minimum(self.lo_cur, self.lo_old)
-            self.hi_cur_prev, self.lo_cur_prev = self.hi_cur, self.lo_cur
         else:
             self.hi = np.where(first, ch, np.where(upd, np.maximum(self.hi, ch), self.hi))
             self.lo = np.where(first, ch, np.where(upd, np.minimum(self.lo, ch), self.lo))
