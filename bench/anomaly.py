@@ -38,6 +38,14 @@ def nab_scores(data: Path, params: Params) -> dict:
         best = optimise_threshold(scored, prof)
         out["optimised"][name] = {"score": round(best.score, 2), "threshold": best.threshold}
         out["fixed"][name] = round(score_at(scored, prof, params.threshold).score, 2)
+    out["folders"] = {}
+    for folder in sorted({f.key.split("/")[0] for f in files}):
+        sub = [sw for f, sw in zip(files, scored) if f.key.split("/")[0] == folder]
+        n_win = sum(len(w) for _, w in sub)
+        out["folders"][folder] = {"files": len(sub), "windows": n_win,
+                                  "standard_fixed": round(score_at(sub, PROFILES["standard"], params.threshold).score, 2)
+                                  if n_win else None,
+                                  "raw_fixed": round(score_at(sub, PROFILES["standard"], params.threshold).raw, 3)}
     halves = {"A": scored[0::2], "B": scored[1::2]}
     for h, other in (("A", "B"), ("B", "A")):
         row = {}
@@ -81,7 +89,11 @@ def main() -> None:
     for name in PROFILES:
         o = nab["optimised"][name]
         print(f"{name:20s} {o['score']:12.2f} {o['threshold']:8.4f} {nab['fixed'][name]:8.2f}")
-    print("cross-validated split (half A = files 0, 2, 4, ... by sorted name; B = the rest)")
+    print(f"{'folder':24s} {'files':>5s} {'windows':>7s} {'standard, fixed θ':>18s} {'raw':>8s}")
+    for folder, r in nab["folders"].items():
+        sc = "-" if r["standard_fixed"] is None else f"{r['standard_fixed']:.2f}"
+        print(f"{folder:24s} {r['files']:5d} {r['windows']:7d} {sc:>18s} {r['raw_fixed']:8.3f}")
+    print("threshold split (half A = files 0, 2, 4, ... by sorted name; B = the rest)")
     print(f"{'split':18s} {'profile':20s} {'own half':>9s} {'other, its θ':>13s} {'other, fixed θ':>15s}")
     for split, row in nab["split"].items():
         for name, r in row.items():
