@@ -12,6 +12,7 @@ About a minute.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -55,6 +56,20 @@ def nab_scores(data: Path, params: Params) -> dict:
                          "transfer": round(score_at(halves[other], prof, tuned.threshold).score, 2),
                          "fixed": round(score_at(halves[other], prof, params.threshold).score, 2)}
         out["split"][f"tune {h} -> score {other}"] = row
+    # threshold transfer over random 50/50 file splits (sha256 of "seed:key"): how much the re-optimised score owes
+    # to tuning θ on the very files it scores
+    transfer = []
+    for seed in range(5):
+        side = [int(hashlib.sha256(f"{seed}:{f.key}".encode()).hexdigest(), 16) % 2 for f in files]
+        for h in (0, 1):
+            tune = [sw for sw, s in zip(scored, side) if s == h]
+            test = [sw for sw, s in zip(scored, side) if s != h]
+            theta = optimise_threshold(tune, PROFILES["standard"]).threshold
+            transfer.append({"seed": seed, "half": h,
+                             "test_at_tuned": round(score_at(test, PROFILES["standard"], theta).score, 2),
+                             "test_reoptimised": round(optimise_threshold(test, PROFILES["standard"]).score, 2),
+                             "test_fixed": round(score_at(test, PROFILES["standard"], params.threshold).score, 2)})
+    out["random_splits"] = transfer
     return out
 
 
@@ -99,6 +114,10 @@ def main() -> None:
     for split, row in nab["split"].items():
         for name, r in row.items():
             print(f"{split:18s} {name:20s} {r['own']:9.2f} {r['transfer']:13.2f} {r['fixed']:15.2f}")
+    rs = nab["random_splits"]
+    for key in ("test_at_tuned", "test_reoptimised", "test_fixed"):
+        v = sorted(r[key] for r in rs)
+        print(f"random splits, standard, {key:17s} min {v[0]:6.2f}  median {v[len(v) // 2]:6.2f}  max {v[-1]:6.2f}")
     lat = [latency(args.series, period, args.ticks, params) for period in (288, 1440)]
     print(f"{'series':>7s} {'season':>7s} {'ms/tick':>8s} {'CPU ms/tick':>12s} {'µs/series':>10s}")
     for r in lat:
