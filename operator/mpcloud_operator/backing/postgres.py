@@ -39,6 +39,7 @@ from mpcloud_operator.functions.docquery import check_collection, field_expr, fi
 
 SCHEMA = "docs"
 ROLE_COMMENT_PREFIX = "mpcloud cloudfunction "
+APP_COMMENT_PREFIX = "mpcloud miniprogramapp "
 Access = Literal["read", "readWrite"]
 PRIVILEGES: dict[str, tuple[str, ...]] = {"read": ("SELECT",), "readWrite": ("SELECT", "INSERT", "UPDATE", "DELETE")}
 
@@ -71,6 +72,11 @@ def tenant_for(namespace: str, app: str = "default") -> Tenant:
 
 def function_role(tenant: Tenant, function: str) -> str:
     return f"{tenant.database}_{_slug(function, 12)}_{_hash(f'{tenant.database}/{function}', 6)}"
+
+
+def app_role(tenant: Tenant) -> str:
+    """The login role of the tenant's MiniProgramApp (no function role ends in `_app`: theirs end in 6 hex)."""
+    return f"{tenant.database}_app"
 
 
 def index_name(collection: str, field: str) -> str:
@@ -184,6 +190,34 @@ class Provisioner:
                             await db.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
                                 sql.SQL(", ").join(map(sql.SQL, PRIVILEGES[grants[table]])), target, ident))
         return role
+
+    async def ensure_app(self, tenant: Tenant, password: str, owner: Mapping[str, str] | None = None) -> str:
+        """The app's own login role (a MiniProgramApp's managed database): the owner's rights on the tenant's
+        database by membership, and every session runs as the owner (`SET role`), so what the app creates is
+        the tenant's, not the login role's — dropping the role (app deleted) never drops data. Returns it."""
+        if not password:
+            raise ProvisionError("an app role needs a password")
+        role, ident = app_role(tenant), sql.Identifier(app_role(tenant))
+        async with self._locked(tenant) as admin:
+            await _create_role(admin, role, "LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
+            verifier = admin.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+            await admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
+            if owner is not None:
+                comment = APP_COMMENT_PREFIX + json.dumps(dict(owner), sort_keys=True, separators=(",", ":"))
+                await admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(ident, sql.Literal(comment)))
+            await admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(tenant.owner), ident))
+            await admin.execute(sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO {}").format(
+                sql.Identifier(tenant.database), ident))
+            for setting, value in (("role", tenant.owner), ("search_path", tenant.schema),
+                                   ("idle_in_transaction_session_timeout", "60s")):
+                await admin.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    ident, sql.Identifier(tenant.database), sql.Identifier(setting), sql.Literal(value)))
+        return role
+
+    async def drop_app(self, tenant: Tenant) -> None:
+        """End the app role's sessions and drop it; the tenant's data stays (idempotent)."""
+        async with self._locked(tenant) as admin:
+            await _drop_roles(self, admin, tenant, [app_role(tenant)])
 
     async def drop_function(self, tenant: Tenant, function: str) -> None:
         """Revoke everything the function's role holds, end its sessions, drop it (idempotent)."""

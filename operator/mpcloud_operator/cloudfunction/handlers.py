@@ -103,7 +103,34 @@ def prepare(runtime: Any, fn: CloudFunction) -> Prepared:
     bound = tuple(k for k, v in (("database", b.database), ("storage", b.storage)) if v is not None)
     return Prepared(image=runtime.config.function_image, code_hash=code_hash,
                     files=files or {}, binding_env=env, bound=bound,
-                    unsandboxed_node_pool=runtime.config.unsandboxed_node_pool)
+                    unsandboxed_node_pool=runtime.config.unsandboxed_node_pool,
+                    image_pull_policy=runtime.config.function_pull_policy)
+
+
+OFFLINE = "<provisioned at reconcile>"
+
+
+def offline(fn: CloudFunction) -> Prepared:
+    """`mpcloud render`'s stand-in for prepare(): the default settings, no source check, credentials as
+    placeholders under the keys the operator would write (so a scanner sees the Secret and its env wiring)."""
+    from mpcloud_operator.config import OperatorConfig
+
+    source = fn.spec.source
+    if source.inline is not None:
+        code_hash = resources.source_hash(dict(source.inline.files))
+    elif source.archive is not None:
+        code_hash = source.archive.sha256
+    else:
+        code_hash = "0" * 64  # a ConfigMap source: its hash is only known from the cluster
+    keys = [*(("MPCLOUD_DB_DSN", "MPCLOUD_DB_SCHEMA") if fn.spec.bindings.database else ()),
+            *(("MPCLOUD_S3_ENDPOINT", "MPCLOUD_S3_PUBLIC_ENDPOINT", "MPCLOUD_S3_REGION", "MPCLOUD_S3_BUCKET",
+               "MPCLOUD_S3_ACCESS_KEY", "MPCLOUD_S3_SECRET_KEY") if fn.spec.bindings.storage else ())]
+    defaults = OperatorConfig()
+    return Prepared(image=defaults.function_image, code_hash=code_hash,
+                    files=dict(source.inline.files) if source.inline is not None else {},
+                    binding_env=dict.fromkeys(keys, OFFLINE), unsandboxed_node_pool=defaults.unsandboxed_node_pool,
+                    image_pull_policy=defaults.function_pull_policy,
+                    bound=tuple(k for k in ("database", "storage") if getattr(fn.spec.bindings, k) is not None))
 
 
 def status(fn: CloudFunction, given: StatusInput) -> dict[str, Any]:
@@ -175,10 +202,11 @@ def _kind() -> Kind:
     from mpcloud_operator.api.crdgen import column
 
     return Kind(
-        kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, observed=OBSERVED, child_name=resources.children_name,
-        desired=resources.desired_objects, absent=resources.absent_objects, references=references,
-        spec_problems=resources.spec_problems, prepare=prepare, status=status, events=events, hooks=HOOKS,
-        conditions=OWN_CONDITIONS, owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler, credential_sweep),
+        kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, observed=OBSERVED,
+        child_name=resources.children_name, desired=resources.desired_objects, absent=resources.absent_objects,
+        references=references, spec_problems=resources.spec_problems, prepare=prepare, offline=offline,
+        status=status, events=events, hooks=HOOKS, conditions=OWN_CONDITIONS,
+        owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler, credential_sweep),
         short_names=("cf",),
         printer_columns=(
             column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready condition"),

@@ -42,6 +42,7 @@ SOURCE_LABEL = "mpcloud.io/source"  # "archive" on pods with the fetch init cont
 BUILD_MESSAGE_MAX = 1024
 PORT = 8080
 CODE_DIR = "/code"
+BINDINGS_DIR = "/var/run/mpcloud/bindings"
 GATEWAY_NAMESPACE = "mpcloud-system"
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "mpcloud-gateway"}
 RUN_AS = RunAs()  # the runtime image's non-root user (10001)
@@ -57,6 +58,7 @@ class Prepared:
     binding_env: dict[str, str] = field(default_factory=dict)  # bindings Secret data (empty: no Secret)
     bound: tuple[str, ...] = ()  # services provisioned for this spec: "database", "storage"
     unsandboxed_node_pool: str | None = None  # "key=value" (operator setting): where unsandboxed pods may run
+    image_pull_policy: str = "IfNotPresent"
 
 
 def children_name(name: str) -> str:
@@ -170,7 +172,7 @@ def _fetch_container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     archive = fn.spec.source.archive
     assert archive is not None
     return {
-        "name": FETCH_CONTAINER, "image": prepared.image,
+        "name": FETCH_CONTAINER, "image": prepared.image, "imagePullPolicy": prepared.image_pull_policy,
         "command": ["python3", "-m", "mpcloud_operator.functions.fetch", "--url", archive.url,
                     "--sha256", archive.sha256, "--dest", CODE_DIR],
         "resources": workload.container_resources(fn.spec.resources),
@@ -188,16 +190,20 @@ def _container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     env = [{"name": "MPCLOUD_FUNCTION", "value": f"{fn.metadata.namespace}/{fn.metadata.name}"},
            {"name": "MPCLOUD_CODE_HASH", "value": prepared.code_hash}, *workload.env(spec.env)]
     env_from = workload.env_from(spec.env_from)
+    mounts = [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}, workload.tmp_volume_mount()]
     if prepared.binding_env:
-        env_from.append({"secretRef": {"name": bindings_secret_name(fn)}})
+        # Credentials as files, not env (servicebinding.io's convention): kept out of the process environment,
+        # so out of the user's workers, crash dumps and `kubectl describe`.
+        env.append({"name": "MPCLOUD_BINDINGS_DIR", "value": BINDINGS_DIR})
+        mounts.append({"name": "bindings", "mountPath": BINDINGS_DIR, "readOnly": True})
     container: dict[str, Any] = {
-        "name": CONTAINER, "image": prepared.image, "imagePullPolicy": "IfNotPresent",
+        "name": CONTAINER, "image": prepared.image, "imagePullPolicy": prepared.image_pull_policy,
         "command": host_command(fn),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": env,
         "resources": workload.container_resources(spec.resources),
         "securityContext": workload.restricted_container_security_context(),
-        "volumeMounts": [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}, workload.tmp_volume_mount()],
+        "volumeMounts": mounts,
         # Ready as soon as the code is loaded (a 1 s period is what makes 0 -> 1 fast); a source that does
         # not load keeps the instance unready with the interpreter's message, without restarts.
         "readinessProbe": {"httpGet": {"path": "/_/health", "port": "http"}, "periodSeconds": 1,
@@ -212,6 +218,9 @@ def _container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
 def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     pod = workload.restricted_pod_spec(child_name(fn), [_container(fn, prepared)], fn.spec.sandbox, RUN_AS)
     pod["volumes"].append(_code_volume(fn))
+    if prepared.binding_env:
+        pod["volumes"].append({"name": "bindings", "secret": {"secretName": bindings_secret_name(fn),
+                                                              "defaultMode": 0o440}})  # group = the pod's fsGroup
     if fn.spec.source.archive is not None:
         pod["initContainers"] = [_fetch_container(fn, prepared)]
     if fn.spec.sandbox.unsandboxed and prepared.unsandboxed_node_pool:
@@ -245,7 +254,7 @@ def desired_objects(fn: CloudFunction, prepared: Prepared) -> list[dict[str, Any
     return [o for o in objs if o is not None]
 
 
-def absent_objects(fn: CloudFunction) -> list[dict[str, Any]]:
+def absent_objects(fn: CloudFunction, prepared: Prepared | None = None) -> list[dict[str, Any]]:
     """Children of an earlier spec that this one no longer has (the source became an archive; the last binding
     removed)."""
     out = []

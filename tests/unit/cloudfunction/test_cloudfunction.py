@@ -84,13 +84,30 @@ def test_children_are_hardened_owned_and_routed_by_label() -> None:
         assert o["metadata"]["ownerReferences"][0]["uid"] == "uid-hello"
 
 
-def test_bindings_secret_and_envfrom_only_when_bound() -> None:
+def test_bindings_secret_mounted_as_files_only_when_bound() -> None:
     bound = Prepared(image="i", code_hash="b" * 64, files={"index.py": PY}, binding_env={"MPCLOUD_DB_DSN": "x"})
     objs = {o["kind"]: o for o in resources.desired_objects(fn(), bound)}
     assert objs["Secret"]["data"] == {"MPCLOUD_DB_DSN": "eA=="}  # base64 of "x"
-    container = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert {"secretRef": {"name": "cf-hello-bindings"}} in container["envFrom"]
-    assert "Secret" not in {o["kind"] for o in resources.desired_objects(fn(), PREPARED)}
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "envFrom" not in container  # credentials never in the environment
+    assert {"name": "MPCLOUD_BINDINGS_DIR", "value": resources.BINDINGS_DIR} in container["env"]
+    assert {"name": "bindings", "mountPath": resources.BINDINGS_DIR, "readOnly": True} in container["volumeMounts"]
+    assert {"name": "bindings", "secret": {"secretName": "cf-hello-bindings", "defaultMode": 0o440}} in pod["volumes"]
+    unbound = {o["kind"]: o for o in resources.desired_objects(fn(), PREPARED)}
+    assert "Secret" not in unbound
+    assert all(v["name"] != "bindings" for v in unbound["Deployment"]["spec"]["template"]["spec"]["volumes"])
+
+
+def test_runtime_image_pull_policy_follows_the_reference() -> None:
+    from mpcloud_operator.config import OperatorConfig
+
+    assert OperatorConfig(function_image="r/f:1").function_pull_policy == "Always"
+    assert OperatorConfig(function_image="r/f@sha256:" + "a" * 64).function_pull_policy == "IfNotPresent"
+    assert OperatorConfig(function_image="r/f:1", function_image_pull_policy="IfNotPresent"
+                          ).function_pull_policy == "IfNotPresent"
+    dep = resources.deployment(fn(), Prepared(image="r/f:1", code_hash="b" * 64, image_pull_policy="Always"))
+    assert dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Always"
 
 
 def test_archive_source_fetches_in_an_init_container() -> None:

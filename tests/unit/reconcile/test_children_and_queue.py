@@ -190,3 +190,13 @@ def test_controller_watches_observed_pods_and_referenced_objects_but_not_its_own
     assert refs == {("/api/v1/namespaces/a/configmaps", "!mpcloud.io/internal"),
                     ("/api/v1/namespaces/b/configmaps", "!mpcloud.io/internal"),
                     ("/apis/node.k8s.io/v1/runtimeclasses", "!mpcloud.io/internal")}
+
+
+def test_queue_keeps_one_wake_up_per_key() -> None:
+    q = WorkQueue()
+    for delay in (30.0, 60.0, 90.0):  # a run asking for its deadline on every reconcile
+        q.add_after("run", delay)
+    assert len(q) == 1
+    q.add_after("run", 0.1)  # an earlier one still counts
+    assert len(q) == 2
+    assert q.get(timeout=2) == ("run", FULL)
