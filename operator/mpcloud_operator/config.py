@@ -45,6 +45,9 @@ class OperatorConfig(BaseModel):
                                               "only on nodes with this label, tolerating a NoSchedule taint of it.")
     function_minute_seconds: float = Field(default=60.0, gt=0, le=3600, description="Length of the function "
                                            "scaler's keep-alive minute (tests and trace replays compress time).")
+    pipeline_helper_image: str = Field(default="ghcr.io/mpcloud/mpcloud-operator:0.1.0", description="Image with "
+                                       "python3 that packs a pipeline task's results into its termination message "
+                                       "(locally: mpcloud.local/debian-python).")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
                                     "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
 
@@ -74,7 +77,7 @@ class OperatorConfig(BaseModel):
             **{name: environ.get("MPCLOUD_" + name.upper()) for name in (
                 "function_image", "gateway_url", "demand_port", "postgres_admin_dsn", "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
-                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool")},
+                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool", "pipeline_helper_image")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

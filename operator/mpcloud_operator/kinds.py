@@ -10,16 +10,19 @@ from __future__ import annotations
 from mpcloud_operator.cloudfunction.handlers import CLOUD_FUNCTION
 from mpcloud_operator.kube.client import ResourcePaths
 from mpcloud_operator.miniprogramapp.handlers import MINI_PROGRAM_APP
+from mpcloud_operator.pipeline.handlers import PIPELINE, PIPELINE_RUN
 from mpcloud_operator.reconcile.kind import Kind
 
 KINDS: tuple[Kind, ...] = (
     MINI_PROGRAM_APP,
     CLOUD_FUNCTION,
+    PIPELINE, PIPELINE_RUN,
 )
 
 # Objects kinds point at (reference checks) and that the generic layer reads, beyond kinds and children.
 REFERENCED = (("Secret", "v1", "secrets", True), ("ConfigMap", "v1", "configmaps", True),
-              ("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False))
+              ("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False),
+              ("Pod", "v1", "pods", True))  # a finished task's pod: its results and the failing step
 
 
 def paths(kinds: tuple[Kind, ...] = KINDS) -> ResourcePaths:

@@ -127,8 +127,10 @@ class FakeClient:
 
     def list(self, kind: str, namespace: str | None = None, query: Any = None) -> dict[str, Any]:
         self.actions.append(Action("list", kind, namespace, ""))
+        selector = dict(q[1].split("=", 1) for q in query or () if q[0] == "labelSelector" and "=" in q[1])
         return {"items": [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
-                          if k == kind and (namespace is None or ns == namespace)]}
+                          if k == kind and (namespace is None or ns == namespace)
+                          and all((o["metadata"].get("labels") or {}).get(lk) == lv for lk, lv in selector.items())]}
 
     def delete(self, kind: str, namespace: str | None, name: str) -> bool:
         self.actions.append(Action("delete", kind, namespace, name))

@@ -40,12 +40,15 @@ def test_operator_role_covers_every_kind_and_child() -> None:
             needed |= {(child.group, child.plural, v) for v in ("get", "list", "watch", "create", "patch")}
         for stub_kind in {c.kind for c in kind.children}:
             child = kind.child(stub_kind)
-            if stub_kind in ("PodDisruptionBudget", "ConfigMap"):  # children removed when a spec drops them
+            if stub_kind in ("PodDisruptionBudget", "ConfigMap", "Job"):  # children removed when a spec drops them
+                # (a Job: a run cancelled or past its deadline stops its running task attempts)
                 needed.add((child.group, child.plural, "delete"))
     needed.add(("apps", "deployments/scale", "patch"))  # the scaling loop
     for name, api_version, plural, _ in REFERENCED:
         if name != "Secret":
             needed.add((_group(api_version), plural, "get"))
+        if name == "Pod":  # a finished task's pod, found by its Job's label
+            needed.add((_group(api_version), plural, "list"))
     missing = needed - granted
     assert not missing, f"manifests/rbac.yaml lacks {sorted(missing)}"
 

@@ -226,7 +226,7 @@ def desired_objects(fn: CloudFunction, prepared: Prepared) -> list[dict[str, Any
     return [o for o in objs if o is not None]
 
 
-def absent_objects(fn: CloudFunction) -> list[dict[str, Any]]:
+def absent_objects(fn: CloudFunction, prepared: Prepared | None = None) -> list[dict[str, Any]]:
     """Children of an earlier spec that this one no longer has (inline source replaced)."""
     out = []
     if fn.spec.source.inline is None:

@@ -3,7 +3,8 @@
 A child event wakes its owner (the controller ownerReference of a registered kind) only when it matters:
 - someone else changed or deleted the child (drift: not the version our last write left) → full reconcile,
   which restores it;
-- the child's status view changed (e.g. a Deployment's ready replicas) → status refresh of the owner;
+- the child's status view changed (e.g. a Deployment's ready replicas) → status refresh of the owner, or a full
+  reconcile where that status decides which children come next (`ChildKind.status_drives_apply`: a run's Jobs);
 - anything else (the echo of our own apply, a resync, a status change the owner does not read) → nothing.
 """
 
@@ -52,4 +53,5 @@ def on_child_event(runtime: Runtime, event_type: str, obj: dict[str, Any]) -> No
         return  # the owner is gone (or going): the garbage collector takes the child
     if drifted:
         log.info("%s %s/%s changed outside mpcloud (%s): re-applying", key[0], key[1], key[2], event_type)
-    runtime.queue.add(owner_key, FULL if drifted else STATUS, front=True)
+    full = drifted or (status_moved and child is not None and child.status_drives_apply)
+    runtime.queue.add(owner_key, FULL if full else STATUS, front=True)

@@ -113,6 +113,8 @@ class Controller:
                     log.info("%s %s/%s: %s; retrying in %.0fs", kind_name, namespace, name, result.message, delay)
                 else:
                     rt.queue.forget(key)
+                    if result.after is not None:  # a deadline, or inputs not observable yet
+                        rt.queue.add_after(key, result.after, FULL)
             finally:
                 rt.queue.done(key)
                 metrics.QUEUE_DEPTH.set(len(rt.queue))

@@ -34,6 +34,9 @@ class ChildKind:
     api_version: str
     plural: str
     status_view: Callable[[Object], Object] | None = None
+    # A change of its status view calls for a full reconcile, not just a status refresh: for bounded runs, where
+    # a finished child (a task's Job) means the next children can start.
+    status_drives_apply: bool = False
 
     @property
     def group(self) -> str:
@@ -62,6 +65,7 @@ class StatusInput:
     problems: list[str]  # failed applies and spec problems of this reconcile
     now: datetime
     config: Any = None  # the operator's OperatorConfig (e.g. a base URL the status names)
+    prepared: Any = None  # what the kind's `prepare` returned this reconcile (None on a status-only refresh)
 
 
 @dataclass(frozen=True)
@@ -73,18 +77,20 @@ class Kind:
     model: type[BaseModel]  # must offer `from_body(dict)` and `.metadata` / `.spec`
     desired: Callable[[Any], list[Object]]
     status: Callable[[Any, StatusInput], dict[str, Any]]  # camelCase .status fields this reconciler owns
-    conditions: tuple[str, ...]  # condition types the reconciler owns; "Ready" first
+    conditions: tuple[str, ...]  # condition types the reconciler owns; the primary first (Ready, or Succeeded for runs)
     owned_status_fields: tuple[str, ...]  # other .status fields it owns (sent on every status write)
     children: tuple[ChildKind, ...] = ()
     # Name of the children (with a status view) an object's status is computed from, from the object's name.
     child_name: Callable[[str], str] = lambda name: name
-    absent: Callable[[Any], list[Object]] = lambda obj: []
+    absent: Callable[..., list[Object]] = lambda obj, *prepared: []  # (obj[, prepared]) like desired
     references: Callable[[Any], list[Reference]] = lambda obj: []
     spec_problems: Callable[[Any], list[str]] = lambda obj: []
     # Inputs of desired() that need the cluster or a backing service (e.g. the source's hash, provisioned
     # credentials): (runtime, obj) -> value passed as desired(obj, value). It may raise
     # reconcile.references.ReferenceProblem(reason, problems): Ready=False/<reason>, children untouched, retry.
     prepare: Callable[[Runtime, Any], Any] | None = None
+    # When to reconcile again although nothing changed (a deadline): (obj, prepared) -> seconds or None.
+    requeue_after: Callable[[Any, Any], float | None] | None = None
     # Kind-specific Events on a status change: (old status, new status) -> [(reason, message, type)].
     events: Callable[[dict[str, Any], dict[str, Any]], list[tuple[str, str, str]]] = lambda old, new: []
     hooks: KindHooks | None = None
@@ -104,6 +110,15 @@ class Kind:
 
     def child(self, kind: str) -> ChildKind | None:
         return next((c for c in self.children if c.kind == kind), None)
+
+    @property
+    def primary_condition(self) -> str:
+        return self.conditions[0]
+
+
+class NotObservable(Exception):
+    """A kind's `prepare` cannot see what it needs yet (a watch cache not synced, a child of a deleted owner
+    still being collected): write nothing, try again shortly."""
 
 
 class KindHooks:

@@ -27,7 +27,7 @@ from mpcloud_operator.api.conditions import get_condition, set_condition
 from mpcloud_operator.kube import tracking
 from mpcloud_operator.kube.client import ApiException, error_message
 from mpcloud_operator.reconcile import references
-from mpcloud_operator.reconcile.kind import Kind, StatusInput
+from mpcloud_operator.reconcile.kind import Kind, NotObservable, StatusInput
 from mpcloud_operator.reconcile.queue import FULL
 from mpcloud_operator.runtime import Runtime
 
@@ -39,9 +39,13 @@ PRE_APPLY_FAILURES = ("InvalidSpec", "ReferenceNotFound", "RuntimeClassNotFound"
 
 @dataclass(frozen=True)
 class Result:
-    outcome: str  # ok | invalid | retry | error | gone
+    outcome: str  # ok | invalid | retry | wait | error | gone
     retry: bool = False
     message: str = ""
+    after: float | None = None  # reconcile again after this many seconds (a deadline, or inputs not observable)
+
+
+WAIT_SECONDS = 1.0
 
 
 def reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: int = FULL) -> Result:
@@ -86,6 +90,8 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
         write_failure(runtime, kind, body, problem.reason, str(problem))
         metrics.RECONCILE_ERRORS.labels(kind.kind, problem.reason).inc()
         return Result("retry", retry=True, message=str(problem))
+    except NotObservable as exc:
+        return Result("wait", message=str(exc), after=WAIT_SECONDS)
 
     problems = list(kind.spec_problems(obj))
     created: list[str] = []
@@ -102,14 +108,14 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
                 continue
             raise
         remember_child(runtime, kind, live)
-        if existed is False or (existed is None and _never_applied(body)):
+        if existed is False or (existed is None and _never_applied(kind, body)):
             created.append(desired["kind"])
         if kind.hooks:
             kind.hooks.after_apply(runtime, obj, live)
-    for stub in kind.absent(obj):
+    for stub in (kind.absent(obj) if kind.prepare is None else kind.absent(obj, prepared)):
         s_meta = stub["metadata"]
         exists = runtime.child_exists(stub["kind"], s_meta["namespace"], s_meta["name"])
-        if exists is False or (exists is None and _never_applied(body)):
+        if exists is False or (exists is None and _never_applied(kind, body)):
             continue  # nothing to delete (known from the watch cache, or the object never had children)
         if runtime.kube.delete(stub["kind"], s_meta["namespace"], s_meta["name"]):
             k = (stub["kind"], s_meta["namespace"], s_meta["name"])
@@ -118,18 +124,18 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
     if created:
         runtime.kube.post_event(body, "Created", f"created {', '.join(created)}")
     log.info("%s %s/%s applied (generation %s)", kind.kind, namespace, name, meta.get("generation"))
-    write_status(runtime, kind, obj, body, problems)
+    write_status(runtime, kind, obj, body, problems, prepared)
     if problems:
         metrics.RECONCILE_ERRORS.labels(kind.kind, "ApplyFailed").inc()
         return Result("retry", retry=True, message="; ".join(problems))
-    return Result("ok")
+    return Result("ok", after=kind.requeue_after(obj, prepared) if kind.requeue_after else None)
 
 
-def _never_applied(body: dict[str, Any]) -> bool:
+def _never_applied(kind: Kind, body: dict[str, Any]) -> bool:
     """Without a watch cache to ask (before it synced): has this object never had its children applied?
     No status yet, or only a failure from before any apply. A guess: the cache answers when it can."""
     st = body.get("status") or {}
-    ready = get_condition(st.get("conditions"), "Ready") or {}
+    ready = get_condition(st.get("conditions"), kind.primary_condition) or {}
     return not st.get("observedGeneration") or ready.get("reason") in PRE_APPLY_FAILURES
 
 
@@ -147,18 +153,19 @@ def _status_children(runtime: Runtime, kind: Kind, namespace: str, name: str) ->
             if c.status_view is not None}
 
 
-def write_status(runtime: Runtime, kind: Kind, obj: Any, body: dict[str, Any], problems: list[str]) -> None:
+def write_status(runtime: Runtime, kind: Kind, obj: Any, body: dict[str, Any], problems: list[str],
+                 prepared: Any = None) -> None:
     """Compute the status (pure, from the watch cache) and server-side apply it only when it changed."""
     meta = body["metadata"]
     old = dict(body.get("status") or {})
     inputs = StatusInput(old=old, children=_status_children(runtime, kind, meta["namespace"], meta["name"]),
-                         problems=problems, now=runtime.now(), config=runtime.config)
+                         problems=problems, now=runtime.now(), config=runtime.config, prepared=prepared)
     new = kind.status(obj, inputs)
     # Only the condition types this reconciler owns (others, e.g. the scaler's, belong to other writers).
     new["conditions"] = [c for c in new.get("conditions", []) if c["type"] in kind.conditions]
     if kind.hooks:
         kind.hooks.record_metrics(obj, new)
-    ready = get_condition(new["conditions"], "Ready") or {}
+    ready = get_condition(new["conditions"], kind.primary_condition) or {}
     metrics.READY.set_ready(kind.kind, meta["namespace"], meta["name"], ready.get("status", "Unknown"))
     if all(old.get(k) == v for k, v in new.items() if k != "conditions") and \
             all(get_condition(old.get("conditions"), c["type"]) == c for c in new["conditions"]):
@@ -191,12 +198,13 @@ def transition_events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[st
 
 
 def write_failure(runtime: Runtime, kind: Kind, body: dict[str, Any], reason: str, message: str) -> None:
-    """Ready=False and Degraded=True with `reason`, plus a Warning Event when it is news."""
+    """Ready=False (the kind's primary condition: Succeeded for runs) and Degraded=True with `reason`, plus a
+    Warning Event when it is news."""
     meta = body["metadata"]
     old = dict(body.get("status") or {})
     now = runtime.now()
     mine = [c for c in old.get("conditions") or [] if c["type"] in kind.conditions]
-    conditions = set_condition(mine, "Ready", "False", reason, message, meta.get("generation"), now)
+    conditions = set_condition(mine, kind.primary_condition, "False", reason, message, meta.get("generation"), now)
     if "Degraded" in kind.conditions:
         conditions = set_condition(conditions, "Degraded", "True", reason, message, meta.get("generation"), now)
     metrics.READY.set_ready(kind.kind, meta["namespace"], meta["name"], "False")
