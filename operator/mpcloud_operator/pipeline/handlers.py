@@ -35,6 +35,7 @@ from mpcloud_operator.pipeline.model import (
     PipelineSpec,
     seconds,
 )
+from mpcloud_operator.pipeline.trigger_loop import pipeline_triggers
 from mpcloud_operator.reconcile.kind import ChildKind, Kind, NotObservable, Reference, StatusInput
 
 CHILDREN = (
@@ -312,6 +313,7 @@ def _kinds() -> tuple[Kind, Kind]:
     pipeline = Kind(
         kind=PIPELINE_KIND, plural="pipelines", model=Pipeline, desired=lambda obj: [], status=pipeline_status,
         events=pipeline_events, conditions=("Ready",), owned_status_fields=(), short_names=("pl",),
+        loops=(pipeline_triggers,),  # cron schedules and the Git webhook endpoint (pipeline/trigger_loop.py)
         printer_columns=(
             column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Valid"),
             column("Reason", '.status.conditions[?(@.type=="Ready")].reason', priority=1),

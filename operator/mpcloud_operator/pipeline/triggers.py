@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from mpcloud_operator.api.schema import APIModel, list_map
 from mpcloud_operator.api.types import Label, Name
@@ -81,6 +81,15 @@ class ScheduleTrigger(APIModel):
     """Start no runs."""
     params: list[TriggerParam] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("name"))
     """Fixed params of its runs (schedule-time is given if the pipeline declares it)."""
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value) or len(value.split()) not in (5, 6):
+            raise ValueError(f"cron {value!r} is not a five-field (or six-field, seconds last) cron expression")
+        return value
 
 
 class PipelineTriggers(APIModel):
