@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prometheus": (f"{DEVENV}.commands", "prometheus"),
     "postgres": (f"{DEVENV}.commands", "postgres"),
     "seaweedfs": (f"{DEVENV}.commands", "seaweedfs"),
+    "git": (f"{DEVENV}.commands", "git"),
+    "pipeline": ("mpcloud_operator.commands.pipeline", "pipeline"),
     "traffic": (f"{DEVENV}.commands", "traffic"),
     "image": (f"{DEVENV}.commands", "image"),
 }

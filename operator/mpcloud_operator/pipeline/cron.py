@@ -67,7 +67,8 @@ def run_body(pipeline: Pipeline, schedule: ScheduleTrigger, at: datetime) -> dic
         "metadata": {"name": schedule_run_name(name, schedule.name, at, has_seconds(schedule.cron)),
                      "namespace": ns, "labels": push.trigger_labels(name, schedule.name, "schedule"),
                      "annotations": {SCHEDULED_ANNOTATION: stamp}},
-        "spec": {"pipelineRef": {"name": name},
+        "spec": {**((pipeline.spec.triggers.run_spec if pipeline.spec.triggers else None) or {}),
+                 "pipelineRef": {"name": name},
                  "params": push.run_params(declared, {"schedule-time": stamp}, schedule.params)},
     }
 

@@ -181,8 +181,8 @@ def trigger_labels(pipeline: str, trigger: str, trigger_type: str) -> dict[str, 
     return labels
 
 
-def run_body(namespace: str, pipeline: str, declared: set[str], trigger: GitTrigger, event: PushEvent
-             ) -> dict[str, Any]:
+def run_body(namespace: str, pipeline: str, declared: set[str], trigger: GitTrigger, event: PushEvent,
+             run_spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """The PipelineRun a push starts (pure)."""
     labels = trigger_labels(pipeline, trigger.name, "git")
     if label_safe(event.revision):
@@ -192,6 +192,6 @@ def run_body(namespace: str, pipeline: str, declared: set[str], trigger: GitTrig
         "apiVersion": API_VERSION, "kind": RUN_KIND,
         "metadata": {"name": run_name(pipeline, f"git/{trigger.name}/{event.identity}"), "namespace": namespace,
                      "labels": labels, "annotations": annotations},
-        "spec": {"pipelineRef": {"name": pipeline},
+        "spec": {**(run_spec or {}), "pipelineRef": {"name": pipeline},
                  "params": run_params(declared, event.values(), trigger.params)},
     }

@@ -21,7 +21,7 @@ Triggers of a pipeline embedded in a PipelineRun (`spec.pipelineSpec`) are ignor
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
@@ -99,3 +99,21 @@ class PipelineTriggers(APIModel):
     """Push webhooks."""
     schedules: list[ScheduleTrigger] = Field(default_factory=list, max_length=8, json_schema_extra=list_map("name"))
     """Cron schedules."""
+    run_spec: Any = Field(default=None, json_schema_extra={
+        "type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    """The rest of the spec of every run a trigger starts (a PipelineRun's workspaces, timeouts, sandbox; not
+    pipelineRef or params): e.g. a volumeClaimTemplate for the pipeline's workspace."""
+
+    @field_validator("run_spec")
+    @classmethod
+    def _valid_run_spec(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("triggers.runSpec must be an object")
+        if {"pipelineRef", "pipelineSpec", "params", "status"} & set(value):
+            raise ValueError("triggers.runSpec may not set pipelineRef, pipelineSpec, params or status")
+        from mpcloud_operator.pipeline.model import PipelineRunSpec  # here: model.py imports this module
+
+        PipelineRunSpec.model_validate({"pipelineRef": {"name": "check"}, **value})
+        return value

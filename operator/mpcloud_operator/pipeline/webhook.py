@@ -78,7 +78,7 @@ class Webhooks:
             return 200, {"outcome": "skipped",
                          "skipped": f"{event.ref} does not match the trigger's branches {trigger.branches or ['*']}"}
         declared = {p.name for p in pipeline.spec.params}
-        run = push.run_body(ns, name, declared, trigger, event)
+        run = push.run_body(ns, name, declared, trigger, event, pipeline.spec.triggers.run_spec)
         return self._create(pipeline, run, f"push of {event.revision[:12]} to {event.ref}")
 
     def _pipeline(self, ns: str, name: str) -> Pipeline:

@@ -121,3 +121,20 @@ def test_long_pipeline_names_stay_in_label_and_name_limits():
     assert len(push.run_name(long, "k")) <= 51
     assert push.label_safe(long) is None and push.label_safe("shop") == "shop"
     assert "mpcloud.io/pipeline" not in push.trigger_labels(long, "push", "git")
+
+
+def test_run_spec_of_the_triggers_goes_into_every_run_and_is_checked():
+    body = pipeline()
+    body["spec"]["triggers"]["runSpec"] = {"workspaces": [{"name": "src", "emptyDir": {}}],
+                                           "sandbox": {"runtimeClassName": "none", "allowUnsandboxed": True}}
+    pl = Pipeline.from_body(body)
+    run = push.run_body("ci", "shop", set(), pl.spec.triggers.git[0], push.parse(*github_push()),
+                        pl.spec.triggers.run_spec)
+    assert run["spec"]["workspaces"] == [{"name": "src", "emptyDir": {}}]
+    assert run["spec"]["pipelineRef"] == {"name": "shop"}
+    body["spec"]["triggers"]["runSpec"] = {"params": []}
+    with pytest.raises(ValueError, match="may not set"):
+        Pipeline.from_body(body)
+    body["spec"]["triggers"]["runSpec"] = {"timeouts": {"pipeline": "soon"}}
+    with pytest.raises(ValueError):
+        Pipeline.from_body(body)
