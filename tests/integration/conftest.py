@@ -73,7 +73,17 @@ def function_platform(mpcloud_installed, kubeconfig, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def operator_factory(operator_kubeconfig, function_platform, tmp_path_factory):
+def pipeline_helper_image(kubeconfig) -> str | None:
+    """The image that packs pipeline task results (python3): debian-python on the real node; None without one."""
+    from mpcloud_operator.devenv.cluster import local, realnode
+
+    if not realnode.states(local.home()):
+        return None
+    return local.build_images(["debian-python"], log=lambda m: print(f"[image] {m}"))["debian-python"].ref
+
+
+@pytest.fixture(scope="session")
+def operator_factory(operator_kubeconfig, function_platform, pipeline_helper_image, tmp_path_factory):
     made: list[OperatorProcess] = []
     log_dir = tmp_path_factory.mktemp("operator-logs")
 
@@ -81,6 +91,8 @@ def operator_factory(operator_kubeconfig, function_platform, tmp_path_factory):
         """An operator with the platform's settings. `own_demand_port`: for an operator that runs beside the
         session's (another Lease): the gateway keeps pushing demand to the session operator's port."""
         env = dict(function_platform.operator_env)
+        if pipeline_helper_image:
+            env["MPCLOUD_PIPELINE_HELPER_IMAGE"] = pipeline_helper_image
         if own_demand_port:
             env.pop("MPCLOUD_DEMAND_PORT", None)  # OperatorProcess picks a free one
         proc = OperatorProcess(operator_kubeconfig, log_dir, f"{name}-{len(made)}", env=env)

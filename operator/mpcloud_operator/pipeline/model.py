@@ -28,9 +28,10 @@ from mpcloud_operator.pipeline.triggers import PipelineTriggers
 API_VERSION = "mpcloud.io/v1alpha1"
 PIPELINE_KIND = "Pipeline"
 RUN_KIND = "PipelineRun"
-MAX_TASKS = 50
+MAX_TASKS = 32
 MAX_FINALLY = 16
-MAX_STEPS = 10
+MAX_STEPS = 8
+MAX_RUN_AFTER = 10  # bounds (tasks x runAfter x tasks) keep the CEL rules within the API server's cost budget
 MAX_SCRIPT = 16384  # per step; a task's scripts travel as pod annotations (256 KiB in all)
 MAX_RESULT_BYTES = 4096  # all results of one task, as the kubelet's termination message (Tekton's limit)
 DEFAULT_PIPELINE_TIMEOUT = "1h"
@@ -201,7 +202,7 @@ class PipelineTask(APIModel):
     """The task (embedded)."""
     params: list[Param] = Field(default_factory=list, max_length=32, json_schema_extra=list_map("name"))
     """Values of the task's params."""
-    run_after: list[Label] = Field(default_factory=list, max_length=MAX_TASKS,
+    run_after: list[Label] = Field(default_factory=list, max_length=MAX_RUN_AFTER,
                                    json_schema_extra={"x-kubernetes-list-type": "set"})
     """Tasks that must finish first (besides those whose results this task references)."""
     when: list[WhenExpression] = Field(default_factory=list, max_length=8)
