@@ -18,13 +18,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from croniter import croniter
-from pydantic import ValidationError
-
 from mpcloud_operator.api.conditions import get_condition
 from mpcloud_operator.config import TRIGGER_FIELD_MANAGER
 from mpcloud_operator.pipeline import push
 from mpcloud_operator.pipeline.model import API_VERSION, PIPELINE_KIND, RUN_KIND, Pipeline
 from mpcloud_operator.pipeline.triggers import ScheduleTrigger
+from mpcloud_operator.runtime import ParsedPrimaries
 
 log = logging.getLogger("mpcloud.pipeline.cron")
 SCHEDULED_ANNOTATION = "mpcloud.io/scheduled-time"
@@ -84,29 +83,13 @@ class Scheduler:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.handled: dict[tuple[str, str, str, str], datetime] = {}
-        self.parsed: dict[tuple[str, str], tuple[str | None, Pipeline | None]] = {}
+        self.pipelines = ParsedPrimaries(runtime.primaries, PIPELINE_KIND, Pipeline)
         self.started = 0
-
-    def _pipeline(self, key: tuple[str, str]) -> Pipeline | None:
-        body = self.runtime.primaries.get((PIPELINE_KIND, *key))
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            self.parsed.pop(key, None)
-            return None
-        version = body["metadata"].get("resourceVersion")
-        cached = self.parsed.get(key)
-        if cached is not None and version is not None and cached[0] == version:
-            return cached[1]
-        try:
-            pipeline = Pipeline.from_body(body)
-        except ValidationError:
-            pipeline = None  # the reconciler reports it on the Pipeline's status
-        self.parsed[key] = (version, pipeline)
-        return pipeline
 
     def tick(self, now: datetime) -> None:
         live = set()
         for _, ns, name in self.runtime.primaries.keys(PIPELINE_KIND):
-            pipeline = self._pipeline((ns, name))
+            pipeline = self.pipelines.get((ns, name))
             if pipeline is None or pipeline.spec.triggers is None:
                 continue
             for schedule in pipeline.spec.triggers.schedules:

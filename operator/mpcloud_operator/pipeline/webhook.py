@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from mpcloud_operator.config import TRIGGER_FIELD_MANAGER
+from mpcloud_operator.health import send_json
 from mpcloud_operator.kube.client import ApiException
 from mpcloud_operator.pipeline import push
 from mpcloud_operator.pipeline.model import PIPELINE_KIND, Pipeline
@@ -152,14 +153,7 @@ def serve(webhooks: Webhooks, host: str, port: int) -> ThreadingHTTPServer:
             self._reply(405, WebhookError(405, "MethodNotAllowed", "deliveries are POSTs").body())
 
         def _reply(self, code: int, body: dict[str, Any]) -> None:
-            import json
-
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, code, body)
 
         def log_message(self, fmt: str, *args: object) -> None:
             log.debug("webhook: " + fmt, *args)
