@@ -72,5 +72,7 @@ security-scan: install  ## checkov's Kubernetes checks on manifests/ and on what
 		$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION); }
 	rm -rf $(SCAN_DIR) && mkdir -p $(SCAN_DIR)
 	cp manifests/*.yaml $(SCAN_DIR)/
+	for d in manifests/*/; do for f in $$d*.yaml; do cp $$f $(SCAN_DIR)/$$(basename $$d)-$$(basename $$f); done; done
 	$(MPCLOUD) render -n demo examples/app-simple.yaml examples/app-promotion.yaml > $(SCAN_DIR)/rendered-examples.yaml
+	$(MPCLOUD) render -n todo examples/todo/base/functions.yaml > $(SCAN_DIR)/rendered-todo.yaml
 	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -d $(SCAN_DIR)

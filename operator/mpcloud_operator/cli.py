@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("mpcloud_operator.commands.render", "render"),
     "replay": ("mpcloud_operator.commands.replay", "replay"),
     "keepalive": ("mpcloud_operator.commands.keepalive", "keepalive"),
+    "pipeline": ("mpcloud_operator.commands.pipeline", "pipeline"),
     "cluster": (f"{DEVENV}.commands", "cluster"),
     "kubectl": (f"{DEVENV}.commands", "kubectl"),
     "demo": (f"{DEVENV}.commands", "demo"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,6 +28,14 @@ class OperatorConfig(BaseModel):
     # CloudFunction: the runtime image, the gateway, and the backing services functions bind to.
     function_image: str = Field(default="ghcr.io/mpcloud/function-runtime:0.1.0", description="Runtime image of "
                                 "functions (both languages; `mpcloud image build` makes mpcloud.local/function-runtime).")
+    function_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Pull policy of the runtime image; unset = IfNotPresent for a digest reference, "
+        "Always for a tag (a local image imported without a registry needs IfNotPresent).")
+
+    @property
+    def function_pull_policy(self) -> str:
+        return self.function_image_pull_policy or ("IfNotPresent" if "@" in self.function_image else "Always")
+
     gateway_url: str = Field(default="http://mpcloud-gateway.mpcloud-system.svc", description="Base URL of the "
                              "function gateway, for status.url.")
     demand_port: int = Field(default=8082, description="Port of the operator's /demand endpoint (the gateway pushes "
@@ -48,6 +57,10 @@ class OperatorConfig(BaseModel):
                                               "only on nodes with this label, tolerating a NoSchedule taint of it.")
     function_minute_seconds: float = Field(default=60.0, gt=0, le=3600, description="Length of the function "
                                            "scaler's keep-alive minute (tests and trace replays compress time).")
+    credential_sweep_seconds: float = Field(default=300.0, ge=1, le=86400, description="Period of the sweep that "
+                                            "drops function roles and S3 keys whose function or binding is gone.")
+    keepalive_save_seconds: float = Field(default=180.0, ge=1, le=86400, description="How often the leader saves "
+                                          "the functions' keep-alive history (ConfigMap in the lease namespace).")
     pipeline_helper_image: str = Field(default="ghcr.io/mpcloud/mpcloud-operator:0.1.0", description="Image with "
                                        "python3 that packs a pipeline task's results into its termination message "
                                        "(locally: mpcloud.local/debian-python).")
@@ -78,9 +91,10 @@ class OperatorConfig(BaseModel):
             "workers": environ.get("MPCLOUD_WORKERS"),
             "lease_name": environ.get("MPCLOUD_LEASE_NAME"),
             **{name: environ.get("MPCLOUD_" + name.upper()) for name in (
-                "function_image", "gateway_url", "demand_port", "webhook_port", "postgres_admin_dsn", "postgres_function_host",
+                "function_image", "function_image_pull_policy", "gateway_url", "demand_port", "webhook_port", "postgres_admin_dsn", "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
-                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool", "pipeline_helper_image")},
+                "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",
+                "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

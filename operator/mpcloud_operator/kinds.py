@@ -24,13 +24,17 @@ REFERENCED = (("Secret", "v1", "secrets", True), ("ConfigMap", "v1", "configmaps
               ("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False),
               ("Pod", "v1", "pods", True))  # a finished task's pod: its results and the failing step
 
+# Referenced kinds watched so that a change re-reconciles the objects pointing at them (the operator may not
+# list or watch Secrets: those are re-checked with backoff only).
+WATCHED_REFERENCES = ("ConfigMap", "RuntimeClass")
+
 
 def paths(kinds: tuple[Kind, ...] = KINDS) -> ResourcePaths:
     """API paths of every kind, child and referenced kind (no discovery round-trips)."""
     out = ResourcePaths()
     for kind in kinds:
         out.add(kind.kind, kind.api_version, kind.plural)
-        for child in kind.children:
+        for child in (*kind.children, *kind.observed):
             out.add(child.kind, child.api_version, child.plural)
     for name, api_version, plural, namespaced in REFERENCED:
         out.add(name, api_version, plural, namespaced)

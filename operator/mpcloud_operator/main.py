@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from mpcloud_operator import health, metrics
 from mpcloud_operator.config import GROUP, OperatorConfig
-from mpcloud_operator.kinds import KINDS, paths
+from mpcloud_operator.kinds import KINDS, WATCHED_REFERENCES, paths
 from mpcloud_operator.kube.client import KubeClient, new_api_client
 from mpcloud_operator.leader import LeaderElector
 from mpcloud_operator.reconcile.controller import Controller
@@ -75,7 +75,8 @@ def run(config: OperatorConfig) -> None:
     log.info("probes on :%d (/healthz, /readyz), metrics on :%d/metrics", config.health_port, config.metrics_port)
 
     api = new_api_client()
-    runtime = Runtime.for_kinds(KubeClient(api, paths()), KINDS, config=config)
+    runtime = Runtime.for_kinds(KubeClient(api, paths()), KINDS, config=config,
+                                watched_references=WATCHED_REFERENCES)
     elector = LeaderElector(api, config.lease_name, config.lease_namespace)
     elector.acquire()
     STATE.leader = True

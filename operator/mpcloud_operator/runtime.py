@@ -20,6 +20,7 @@ from mpcloud_operator.config import OperatorConfig
 from mpcloud_operator.kube.tracking import DriftTracker, Key
 from mpcloud_operator.reconcile.kind import Kind
 from mpcloud_operator.reconcile.queue import WorkQueue
+from mpcloud_operator.reconcile.references import ReferenceIndex
 
 
 def _utcnow() -> datetime:
@@ -121,6 +122,12 @@ class Runtime:
     primaries: PrimaryStore = field(default_factory=PrimaryStore)
     # (kind, namespace, name) -> the status view of children the owner's status is computed from
     child_views: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # (observed kind, namespace, owner name) -> {object name: view} (reconcile.observed)
+    observed_views: dict[Key, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # which custom resources point at which referenced objects (reconcile.references)
+    references: ReferenceIndex = field(default_factory=ReferenceIndex)
+    # referenced kinds watched for changes (kinds.WATCHED_REFERENCES): re-reconcile their dependents
+    watched_references: tuple[str, ...] = ()
     # uid -> the metadata.generation this process last queued a full reconcile for
     queued_generation: dict[str, int] = field(default_factory=dict)
     runtime_classes: TTLSet = field(default_factory=TTLSet)

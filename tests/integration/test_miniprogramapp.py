@@ -13,6 +13,7 @@ from kubernetes.client.rest import ApiException
 from mpcloud_operator.api.parts import IMAGE_DIGEST_REQUIRED
 from mpcloud_operator.api.types import VALID_IMAGE
 from tests.integration.conftest import ROOT, kubectl, wait_until
+from tests.integration.custom_resources import CustomResources
 
 pytestmark = pytest.mark.integration
 
@@ -32,36 +33,16 @@ def app_body(name: str, **spec) -> dict:
     return body
 
 
-class Apps:
+class Apps(CustomResources):
+    kind, plural = "MiniProgramApp", PLURAL
+
     def __init__(self, api_client, namespace: str) -> None:
-        self.ns = namespace
-        self.custom = client.CustomObjectsApi(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
+        super().__init__(api_client, namespace)
         self.policy = client.PolicyV1Api(api_client)
         self.net = client.NetworkingV1Api(api_client)
 
-    def create(self, body: dict) -> dict:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
-
-    def get(self, name: str) -> dict:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
-
-    def patch(self, name: str, patch: dict) -> dict:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, patch)
-
-    def condition(self, name: str, type_: str) -> dict:
-        conds = (self.get(name).get("status") or {}).get("conditions") or []
-        return next((c for c in conds if c["type"] == type_), {})
-
     def wait_ready(self, name: str, timeout: float = 60) -> dict:
-        def ready():
-            app = self.get(name)
-            st = app.get("status") or {}
-            cond = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
-            return (cond.get("status") == "True" and cond.get("observedGeneration") == app["metadata"]["generation"]
-                    and app)
-        return wait_until(ready, timeout, what=f"{name} Ready")
+        return self.wait_condition(name, "Ready", status="True", timeout=timeout)
 
     def child_versions(self, name: str) -> dict[str, str]:
         """resourceVersion and uid of every child, keyed by kind."""
@@ -73,10 +54,6 @@ class Apps:
             obj = read(name, self.ns)
             out[kind] = (obj.metadata.uid, obj.metadata.resource_version)
         return out
-
-    def events(self, name: str) -> list:
-        return self.core.list_namespaced_event(
-            self.ns, field_selector=f"involvedObject.kind=MiniProgramApp,involvedObject.name={name}").items
 
 
 @pytest.fixture

@@ -67,6 +67,8 @@ INVALID = [
      parts.ENV_VALUE_OR_FROM.message),
     ({"env": [{"name": "A", "valueFrom": {}}]}, parts.ENV_SOURCE_ONE_OF.message),
     ({"envFrom": [{"prefix": "X_"}]}, parts.ENV_FROM_ONE_OF.message),
+    ({"bindings": {"database": {}}}, parts.DATABASE_ONE_OF.message),
+    ({"bindings": {"database": {"secretRef": {"name": "db"}, "managed": True}}}, parts.DATABASE_ONE_OF.message),
     ({"resources": {"requests": {"memory": "1Gi"}}}, parts.REQUESTS_WITHIN_LIMITS.message),
     ({"resources": {"requests": {"cpu": 2}}}, parts.REQUESTS_WITHIN_LIMITS.message),
     ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "env[].name must be unique"),
@@ -102,6 +104,7 @@ def test_invalid_specs_are_rejected_with_the_cel_message(overrides, message):
     {"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "a"}}}],
      "envFrom": [{"secretRef": {"name": "s"}, "prefix": "S_"}]},
     {"bindings": {"database": {"secretRef": {"name": "db"}}}},
+    {"bindings": {"database": {"managed": True}}},
     {"exposure": {"allowedNamespaces": ["ingress"], "namespaceSelector": {"matchLabels": {"team": "x"}}}},
 ])
 def test_valid_variants(overrides):

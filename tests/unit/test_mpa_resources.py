@@ -290,3 +290,34 @@ def test_transition_time_kept_across_reconciles():
     third = r.compute_status(make_app(generation=2, status=second), dep_status(1, ready=0), [], now=later)
     ready = next(c for c in third["conditions"] if c["type"] == "Ready")
     assert ready["lastTransitionTime"] == "2025-03-01T08:10:00Z" and ready["status"] == "False"
+
+
+# ------------------------------------------------------------------ managed database
+
+
+def test_managed_database_secret_env_and_credentials_annotation():
+    import base64
+
+    app = make_app(bindings={"database": {"managed": True}})
+    prepared = r.AppPrepared(database={"DSN": "postgresql://u:p@db:5432/d", "USER": "u"})
+    objs = {o["kind"]: o for o in r.desired_objects(app, prepared)}
+    secret = objs["Secret"]
+    assert secret["metadata"]["name"] == "shop-mpcloud-database"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert base64.b64decode(secret["data"]["DSN"]).decode() == "postgresql://u:p@db:5432/d"
+    dep = objs["Deployment"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "shop-mpcloud-database"}, "prefix": "DATABASE_"} in container["envFrom"]
+    annotation = dep["spec"]["template"]["metadata"]["annotations"][r.DATABASE_CREDENTIALS_ANNOTATION]
+    rotated = r.deployment(app, r.AppPrepared(database={"DSN": "postgresql://u:q@db:5432/d", "USER": "u"}))
+    assert rotated["spec"]["template"]["metadata"]["annotations"][r.DATABASE_CREDENTIALS_ANNOTATION] != annotation
+    assert "Secret" not in {o["kind"] for o in r.desired_objects(make_app())}
+
+
+def test_managed_database_has_no_secret_reference_and_renders_offline():
+    from mpcloud_operator.miniprogramapp import handlers
+
+    app = make_app(bindings={"database": {"managed": True}})
+    assert all(ref.kind != "Secret" for ref in handlers.references(app))
+    assert set(handlers.offline(app).database) == {"DSN", "HOST", "PORT", "DATABASE", "USER", "PASSWORD", "SCHEMA"}
+    assert handlers.offline(make_app()).database is None

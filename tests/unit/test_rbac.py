@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from mpcloud_operator.kinds import KINDS, REFERENCED
+from mpcloud_operator.kinds import KINDS, REFERENCED, WATCHED_REFERENCES
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ROLE, REFERENCES_ROLE = "mpcloud-operator", "mpcloud-operator-references"
@@ -46,10 +46,14 @@ def test_operator_role_covers_every_kind_and_child() -> None:
             if stub_kind in ("PodDisruptionBudget", "ConfigMap", "Job"):  # children removed when a spec drops them
                 # (a Job: a run cancelled or past its deadline stops its running task attempts)
                 needed.add((child.group, child.plural, "delete"))
+        for obs in kind.observed:  # read, never written
+            needed |= {(_group(obs.api_version), obs.plural, v) for v in ("get", "list", "watch")}
     needed.add(("apps", "deployments/scale", "patch"))  # the scaling loop
     for name, api_version, plural, _ in REFERENCED:
         if name != "Secret":
             needed.add((_group(api_version), plural, "get"))
+        if name in WATCHED_REFERENCES:  # a change re-reconciles the objects pointing at it
+            needed |= {(_group(api_version), plural, v) for v in ("list", "watch")}
         if name == "Pod":  # a finished task's pod, found by its Job's label
             needed.add((_group(api_version), plural, "list"))
     missing = needed - granted
@@ -59,13 +63,16 @@ def test_operator_role_covers_every_kind_and_child() -> None:
 def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
     granted = _rules(OPERATOR_ROLE)
     assert not {r for r in granted if r[1] == "secrets"}
+    observed = {obs.plural for kind in KINDS for obs in kind.observed}
+    assert not {r for r in granted if r[1] in observed and r[2] not in ("get", "list", "watch")}
     for kind in KINDS:
         assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")} - TRIGGER_WRITES
     assert TRIGGER_WRITES <= granted
     assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}
     assert _rules(TRIGGERS_ROLE) == {("", "secrets", "get")}  # a git trigger's webhook secret, per delivery
-    # Functions' bindings Secrets: written only where a namespace opts in, never read back.
-    assert _rules(BINDINGS_ROLE) == {("", "secrets", "create"), ("", "secrets", "patch")}
+    # Functions' bindings Secrets: written (and deleted when the last binding goes) only where a namespace opts
+    # in, never read back.
+    assert _rules(BINDINGS_ROLE) == {("", "secrets", "create"), ("", "secrets", "patch"), ("", "secrets", "delete")}
 
 
 def test_no_wildcards() -> None:

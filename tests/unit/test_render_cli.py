@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import yaml
@@ -25,3 +26,19 @@ def test_render_reports_an_invalid_app_and_fails():
     result = CliRunner().invoke(main, ["render", str(EXAMPLES / "app-invalid.yaml")])
     assert result.exit_code == 1
     assert "replicas.min must be less than or equal to replicas.max" in result.stderr
+
+
+def test_render_prints_functions_with_placeholders_for_what_the_cluster_provides():
+    result = CliRunner().invoke(main, ["render", "-n", "todo", str(EXAMPLES / "todo" / "base" / "functions.yaml")])
+    assert result.exit_code == 0, result.output
+    objs = list(yaml.safe_load_all(result.stdout))
+    assert {o["kind"] for o in objs} >= {"Deployment", "Service", "NetworkPolicy", "ConfigMap", "Secret"}
+    secrets = [o for o in objs if o["kind"] == "Secret"]
+    placeholder = base64.b64encode(b"<provisioned at reconcile>").decode()
+    assert secrets and all(set(s["data"].values()) == {placeholder} for s in secrets)
+
+
+def test_every_kind_that_prepares_at_reconcile_renders_offline():
+    from mpcloud_operator.kinds import KINDS
+
+    assert [k.kind for k in KINDS if k.prepare and not k.offline] == []

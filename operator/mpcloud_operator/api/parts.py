@@ -311,10 +311,34 @@ class SecretBinding(APIModel):
     """Secret whose keys become environment variables."""
 
 
+DATABASE_ONE_OF = Rule(
+    "has(self.secretRef) != (has(self.managed) && self.managed)",
+    "bindings.database needs exactly one of secretRef and managed: true",
+)
+
+
+class DatabaseBinding(APIModel):
+    """A database: your own (a Secret with its credentials) or one mpcloud provisions for the app."""
+
+    model_config = cel(DATABASE_ONE_OF)
+
+    secret_ref: ObjectRef | None = None
+    """Secret whose keys become environment variables."""
+    managed: bool = False
+    """mpcloud provisions the app's own PostgreSQL database (the one its CloudFunctions' collections live in,
+    tenant `<namespace>/<app name>`) and a login role with the owner's rights, and writes the credentials to
+    Secret `<app>-database` (keys DSN, HOST, PORT, DATABASE, USER, PASSWORD, SCHEMA)."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DatabaseBinding:
+        DATABASE_ONE_OF.check((self.secret_ref is not None) != self.managed)
+        return self
+
+
 class Bindings(APIModel):
     """Backing services; each Secret's keys are injected with a prefix (DATABASE_, STORAGE_)."""
 
-    database: SecretBinding | None = None
+    database: DatabaseBinding | None = None
     """Database credentials (keys injected as DATABASE_<KEY>)."""
     storage: SecretBinding | None = None
     """Object storage credentials (keys injected as STORAGE_<KEY>)."""

@@ -12,6 +12,9 @@ no further:
 Every call is idempotent (the reconciler calls it on every pass) and serialised per tenant by an advisory lock
 held on the admin's connection to the maintenance database, so concurrent reconciles cannot race CREATE
 against CREATE. The admin DSN needs a superuser, or a role with CREATEDB and CREATEROLE.
+Each function role carries a comment naming its function (`ROLE_COMMENT_PREFIX` + JSON {namespace, app,
+function}): `function_roles()` lists them for the operator's garbage sweep, which drops roles whose function is
+gone or no longer binds the database (roles without that comment are never touched).
 Names: `mpc_<readable slug>_<8 hex of sha256("<namespace>/<app>")>` (≤ 41 chars), owner `<database>_owner`,
 function role `<database>_<function slug>_<6 hex>` (≤ 61): unique, readable in `\\l` and `\\du`, within
 PostgreSQL's 63.
@@ -20,6 +23,7 @@ PostgreSQL's 63.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +38,8 @@ from psycopg.conninfo import make_conninfo
 from mpcloud_operator.functions.docquery import check_collection, field_expr, field_path
 
 SCHEMA = "docs"
+ROLE_COMMENT_PREFIX = "mpcloud cloudfunction "
+APP_COMMENT_PREFIX = "mpcloud miniprogramapp "
 Access = Literal["read", "readWrite"]
 PRIVILEGES: dict[str, tuple[str, ...]] = {"read": ("SELECT",), "readWrite": ("SELECT", "INSERT", "UPDATE", "DELETE")}
 
@@ -66,6 +72,11 @@ def tenant_for(namespace: str, app: str = "default") -> Tenant:
 
 def function_role(tenant: Tenant, function: str) -> str:
     return f"{tenant.database}_{_slug(function, 12)}_{_hash(f'{tenant.database}/{function}', 6)}"
+
+
+def app_role(tenant: Tenant) -> str:
+    """The login role of the tenant's MiniProgramApp (no function role ends in `_app`: theirs end in 6 hex)."""
+    return f"{tenant.database}_app"
 
 
 def index_name(collection: str, field: str) -> str:
@@ -135,8 +146,10 @@ class Provisioner:
                         sql.Identifier(index_name(name, field)), table, sql.SQL(field_expr(field))))
 
     async def ensure_function(self, tenant: Tenant, function: str, grants: Mapping[str, Access],
-                              password: str, statement_timeout: str = "30s") -> str:
+                              password: str, statement_timeout: str = "30s", owner: Mapping[str, str] | None = None,
+                              ) -> str:
         """The function's login role with exactly `grants`; returns the role name. Re-running sets the password.
+        `owner` ({namespace, app, function}) is recorded as the role's comment (see function_roles).
 
         `statement_timeout` bounds each statement server-side (a handler stopped by its own timeout may leave a
         query running otherwise); idle transactions are ended after a minute for the same reason."""
@@ -154,6 +167,9 @@ class Provisioner:
             await _create_role(admin, role, "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
             verifier = admin.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
             await admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
+            if owner is not None:
+                comment = ROLE_COMMENT_PREFIX + json.dumps(dict(owner), sort_keys=True, separators=(",", ":"))
+                await admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(ident, sql.Literal(comment)))
             await admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                 sql.Identifier(tenant.database), ident))
             for setting, value in (("search_path", tenant.schema), ("statement_timeout", statement_timeout),
@@ -175,11 +191,55 @@ class Provisioner:
                                 sql.SQL(", ").join(map(sql.SQL, PRIVILEGES[grants[table]])), target, ident))
         return role
 
+    async def ensure_app(self, tenant: Tenant, password: str, owner: Mapping[str, str] | None = None) -> str:
+        """The app's own login role (a MiniProgramApp's managed database): the owner's rights on the tenant's
+        database by membership, and every session runs as the owner (`SET role`), so what the app creates is
+        the tenant's, not the login role's — dropping the role (app deleted) never drops data. Returns it."""
+        if not password:
+            raise ProvisionError("an app role needs a password")
+        role, ident = app_role(tenant), sql.Identifier(app_role(tenant))
+        async with self._locked(tenant) as admin:
+            await _create_role(admin, role, "LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
+            verifier = admin.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+            await admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
+            if owner is not None:
+                comment = APP_COMMENT_PREFIX + json.dumps(dict(owner), sort_keys=True, separators=(",", ":"))
+                await admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(ident, sql.Literal(comment)))
+            await admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(tenant.owner), ident))
+            await admin.execute(sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO {}").format(
+                sql.Identifier(tenant.database), ident))
+            for setting, value in (("role", tenant.owner), ("search_path", tenant.schema),
+                                   ("idle_in_transaction_session_timeout", "60s")):
+                await admin.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    ident, sql.Identifier(tenant.database), sql.Identifier(setting), sql.Literal(value)))
+        return role
+
+    async def drop_app(self, tenant: Tenant) -> None:
+        """End the app role's sessions and drop it; the tenant's data stays (idempotent)."""
+        async with self._locked(tenant) as admin:
+            await _drop_roles(self, admin, tenant, [app_role(tenant)])
+
     async def drop_function(self, tenant: Tenant, function: str) -> None:
         """Revoke everything the function's role holds, end its sessions, drop it (idempotent)."""
         role = function_role(tenant, function)
         async with self._locked(tenant) as admin:
             await _drop_roles(self, admin, tenant, [role])
+
+    async def function_roles(self) -> list[tuple[str, dict[str, str]]]:
+        """Every function role that names its function: (role, {namespace, app, function})."""
+        async with await self._connect() as admin:
+            cur = await admin.execute(
+                "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
+                "WHERE shobj_description(oid, 'pg_authid') LIKE %s", (ROLE_COMMENT_PREFIX.replace("_", r"\_") + "%",))
+            out = []
+            for role, comment in await cur.fetchall():
+                try:
+                    owner = json.loads(comment[len(ROLE_COMMENT_PREFIX):])
+                except ValueError:
+                    continue
+                if isinstance(owner, dict) and {"namespace", "app", "function"} <= owner.keys():
+                    out.append((role, {k: str(owner[k]) for k in ("namespace", "app", "function")}))
+            return out
 
     async def drop_tenant(self, tenant: Tenant) -> None:
         """Drop the tenant's database (its data!) and every role of it. Only on request: data is retained

@@ -18,6 +18,9 @@ reloads at once on the server that answered (peers get it pushed over gRPC), and
 other S3 servers that speak IAM. SeaweedFS turns the policy into its own actions ("Read:<bucket>",
 "List:<bucket>", "Write:<bucket>"), which is what its request check matches.
 
+Each identity is tagged with its function (`mpcloud-namespace`, `mpcloud-app`, `mpcloud-function`):
+`function_identities()` lists them for the operator's garbage sweep (users without those tags are never touched).
+
 Every call is idempotent and reads before it writes, so calling it on every reconcile costs reads only.
 """
 
@@ -223,9 +226,12 @@ class FileProvisioner:
         return name
 
     def ensure_identity(self, tenant: str, function: str, access: Access, access_key: str, secret_key: str) -> str:
-        """The function's identity holds exactly `access_key` and a policy for `access` on its tenant's bucket.
-        Returns the identity's name. A key used by another identity is refused (EntityAlreadyExists)."""
+        """The function's identity holds exactly `access_key` and a policy for `access` on its tenant's bucket,
+        and is tagged with its function. Returns the identity's name. A key used by another identity is
+        refused (EntityAlreadyExists)."""
         user = identity_name(tenant, function)
+        namespace, app = split_tenant(tenant)
+        owner_tags = {"mpcloud-namespace": namespace, "mpcloud-app": app, "mpcloud-function": function}
         wanted_policy = policy_document(self.bucket(tenant), access)
         fingerprint = secret_fingerprint(access_key, secret_key)
         try:
@@ -235,14 +241,19 @@ class FileProvisioner:
                 raise
             self._create_user(user)
         keys = self._access_keys(user)
-        stale_secret = access_key in keys and self._tags(user).get("mpcloud-credential") != fingerprint
+        tags = self._tags(user)
+        stale_secret = access_key in keys and tags.get("mpcloud-credential") != fingerprint
         for key in keys:
             if key != access_key or stale_secret:
                 self.iam.call("DeleteAccessKey", UserName=user, AccessKeyId=key)
         if access_key not in keys or stale_secret:
             self.iam.call("CreateAccessKey", UserName=user, AccessKeyId=access_key, SecretAccessKey=secret_key)
-            self.iam.call("TagUser", UserName=user, **{"Tags.member.1.Key": "mpcloud-credential",
-                                                       "Tags.member.1.Value": fingerprint})
+        # All tags in one call (servers differ on whether TagUser merges or replaces).
+        wanted_tags = {**owner_tags, "mpcloud-credential": fingerprint}
+        if any(tags.get(k) != v for k, v in wanted_tags.items()):
+            self.iam.call("TagUser", UserName=user, **{f"Tags.member.{i}.{part}": value
+                                                       for i, (k, v) in enumerate(sorted(wanted_tags.items()), 1)
+                                                       for part, value in (("Key", k), ("Value", v))})
         if canonical_policy(self._policy(user)) != canonical_policy(wanted_policy):
             self.iam.call("PutUserPolicy", UserName=user, PolicyName=POLICY_NAME,
                           PolicyDocument=json.dumps(wanted_policy, separators=(",", ":")))
@@ -260,6 +271,31 @@ class FileProvisioner:
                 return False
             raise
         return True
+
+    def function_identities(self) -> list[tuple[str, dict[str, str]]]:
+        """Every function identity that names its function: (user, {namespace, app, function}). Users are
+        listed once; tags are read only for those named like a function's ("cf.")."""
+        users, marker = [], ""
+        while True:
+            root = self.iam.call("ListUsers", **({"Marker": marker} if marker else {}))
+            users += [el.text or "" for el in root.iter("UserName")]
+            marker = root.findtext(".//Marker") or ""
+            if (root.findtext(".//IsTruncated") or "false").lower() != "true" or not marker:
+                break
+        out = []
+        for user in sorted(set(users)):
+            if not user.startswith("cf."):
+                continue
+            try:
+                tags = self._tags(user)
+            except ProvisioningError as exc:
+                if exc.code == "NoSuchEntity":  # deleted meanwhile
+                    continue
+                raise
+            owner = {k: tags.get(f"mpcloud-{k}") for k in ("namespace", "app", "function")}
+            if all(owner.values()):
+                out.append((user, owner))
+        return out
 
     def _create_user(self, user: str) -> None:
         try:

@@ -1,10 +1,7 @@
 """A function's bindings: its app's collections and bucket provisioned, and the credentials its pods get.
 
 Each function gets a PostgreSQL login role granted only its declared collections, and an S3 key limited to its
-app's bucket. The secrets are derived, not stored: HMAC-SHA256 of the operator's binding key over the
-function's identity (namespace, app, name, uid). Every reconcile derives the same values, so provisioning is
-idempotent without reading a Secret back (the operator holds no read access to tenants' Secrets), a re-created
-function gets fresh credentials, and changing the binding key rotates every credential on the next pass.
+app's bucket. The secrets are derived from the function's identity (`backing.credentials.derive`), not stored.
 Nothing here runs without a configured backing service: a binding to one that is missing or down refuses the
 reconcile with Ready=False/BackingServiceUnavailable and a retry, and the running instances keep their
 current credentials.
@@ -13,24 +10,16 @@ current credentials.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import threading
-import time
 from typing import Any
 
+from mpcloud_operator.backing.credentials import TTLMemo, derive, first_line
 from mpcloud_operator.cloudfunction.model import CloudFunction
 from mpcloud_operator.reconcile.references import ReferenceProblem
 
 log = logging.getLogger("mpcloud.cloudfunction")
 UNAVAILABLE = "BackingServiceUnavailable"
 PROVISIONED_TTL_S = 300.0
-
-
-def derive(key: str, *parts: str, length: int = 32) -> str:
-    """A credential from the binding key and the function's identity (hex, `length` characters)."""
-    return hmac.new(key.encode(), "\x00".join(parts).encode(), hashlib.sha256).hexdigest()[:length]
 
 
 def _identity(fn: CloudFunction) -> tuple[str, str, str, str]:
@@ -59,7 +48,8 @@ def _database(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
         tenant = await prov.ensure_tenant(ns, app)
         for c in binding.collections:
             await prov.ensure_collection(tenant, c.name, list(c.indexes))
-        return tenant, await prov.ensure_function(tenant, name, grants, password)
+        return tenant, await prov.ensure_function(tenant, name, grants, password,
+                                                  owner={"namespace": ns, "app": app, "function": name})
 
     memo = runtime.service("postgres-provisioned", lambda: TTLMemo(PROVISIONED_TTL_S))
     key = (ns, app, name, password, tuple((c.name, c.access, tuple(c.indexes)) for c in binding.collections))
@@ -68,36 +58,12 @@ def _database(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
         try:
             done = asyncio.run(provision())  # the reconcile runs in a worker thread: its own short event loop
         except Exception as exc:  # noqa: BLE001 - any provisioning failure: report it, keep the old instances
-            raise _refuse(f"PostgreSQL: {_first_line(exc)}") from exc
+            raise _refuse(f"PostgreSQL: {first_line(exc)}") from exc
         memo.put(key, done)
     tenant, role = done
     host, _, port = (cfg.postgres_function_host or "").rpartition(":")
     return {"MPCLOUD_DB_DSN": prov.dsn(tenant, role, password, host or None, int(port) if port else None),
             "MPCLOUD_DB_SCHEMA": tenant.schema}
-
-
-class TTLMemo:
-    """Provisioning results by their inputs for `ttl` seconds: a resync of every function must not cost a
-    round of SQL each, yet a database restored from scratch is re-provisioned within the TTL."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._items: dict[Any, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            item = self._items.get(key)
-        return item[1] if item and time.monotonic() - item[0] < self.ttl else None
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._items[key] = (time.monotonic(), value)
-
-    def drop(self, match: Any) -> None:
-        with self._lock:
-            for key in [k for k in self._items if match(k)]:
-                del self._items[key]
 
 
 def _storage(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
@@ -122,17 +88,12 @@ def _storage(runtime: Any, fn: CloudFunction, key: str) -> dict[str, str]:
             bucket = prov.ensure_bucket(tenant)
             prov.ensure_identity(tenant, name, binding.access, access_key, secret_key)
         except Exception as exc:  # noqa: BLE001
-            raise _refuse(f"S3: {_first_line(exc)}") from exc
+            raise _refuse(f"S3: {first_line(exc)}") from exc
         memo.put(key, bucket)
     return {"MPCLOUD_S3_ENDPOINT": cfg.s3_function_endpoint or cfg.s3_endpoint,
             "MPCLOUD_S3_PUBLIC_ENDPOINT": cfg.s3_public_endpoint or cfg.s3_endpoint,
             "MPCLOUD_S3_REGION": "us-east-1", "MPCLOUD_S3_BUCKET": bucket,
             "MPCLOUD_S3_ACCESS_KEY": access_key, "MPCLOUD_S3_SECRET_KEY": secret_key}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]
 
 
 def bind(runtime: Any, fn: CloudFunction) -> dict[str, str]:
@@ -151,28 +112,51 @@ def bind(runtime: Any, fn: CloudFunction) -> dict[str, str]:
     return env
 
 
-def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
-    """The function is gone: drop its role and key (the app's data stays; see README "Deleting a function")."""
+def revoke(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
+    """Drop the function's role and/or key (the app's data stays; see README "Deleting a function"). Raises
+    when a backing service cannot be reached: the caller retries."""
+    cfg = runtime.config
+    if database and cfg.postgres_admin_dsn:
+        from mpcloud_operator.backing.postgres import Provisioner, tenant_for
+
+        prov = runtime.service("postgres", lambda: Provisioner(cfg.postgres_admin_dsn))
+        asyncio.run(prov.drop_function(tenant_for(namespace, app), name))
+        _forget_provisioned(runtime, "postgres-provisioned", namespace, app, name)
+    if storage and cfg.s3_endpoint:
+        from mpcloud_operator.backing.s3 import FileProvisioner
+
+        prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
+                                                             cfg.s3_admin_secret_key))
+        prov.drop_identity(f"{namespace}/{app}", name)
+        _forget_provisioned(runtime, "s3-provisioned", namespace, app, name)
+
+
+def _forget_provisioned(runtime: Any, memo_name: str, namespace: str, app: str, name: str) -> None:
+    memo = runtime.services.get(memo_name)
+    if memo is not None:
+        memo.drop(lambda k: k[:3] == (namespace, app, name))
+
+
+def revoke_removed(runtime: Any, fn: CloudFunction) -> None:
+    """Bindings the last applied spec had (status.bindings) and this one has not: revoke them now. A service
+    that is down refuses the reconcile (BackingServiceUnavailable, retried); the sweep is the backstop."""
+    had = set(fn.status.bindings) if fn.status and fn.status.bindings else set()
+    b = fn.spec.bindings
+    gone = had - {k for k, v in (("database", b.database), ("storage", b.storage)) if v is not None}
+    if not gone:
+        return
     try:
-        if database and runtime.config.postgres_admin_dsn:
-            from mpcloud_operator.backing.postgres import Provisioner
+        revoke(runtime, fn.metadata.namespace or "", fn.spec.app, fn.metadata.name, "database" in gone,
+               "storage" in gone)
+    except Exception as exc:  # noqa: BLE001
+        raise _refuse(f"revoking the removed {' and '.join(sorted(gone))} binding: {first_line(exc)}") from exc
+    log.info("CloudFunction %s/%s: revoked its %s credentials (binding removed)", fn.metadata.namespace,
+             fn.metadata.name, " and ".join(sorted(gone)))
 
-            from mpcloud_operator.backing.postgres import tenant_for
 
-            prov = runtime.service("postgres", lambda: Provisioner(runtime.config.postgres_admin_dsn))
-            asyncio.run(prov.drop_function(tenant_for(namespace, app), name))
-            memo = runtime.services.get("postgres-provisioned")
-            if memo is not None:
-                memo.drop(lambda k: k[:3] == (namespace, app, name))
-        if storage and runtime.config.s3_endpoint:
-            from mpcloud_operator.backing.s3 import FileProvisioner
-
-            cfg = runtime.config
-            prov = runtime.service("s3", lambda: FileProvisioner(cfg.s3_endpoint, cfg.s3_admin_access_key,
-                                                                 cfg.s3_admin_secret_key))
-            prov.drop_identity(f"{namespace}/{app}", name)
-            memo = runtime.services.get("s3-provisioned")
-            if memo is not None:
-                memo.drop(lambda k: k[:3] == (namespace, app, name))
-    except Exception as exc:  # noqa: BLE001 - best effort; logged for the operator's owner
-        log.warning("CloudFunction %s/%s: dropping its credentials failed: %s", namespace, name, exc)
+def unbind(runtime: Any, namespace: str, app: str, name: str, database: bool, storage: bool) -> None:
+    """The function is gone: drop its role and key at once (best effort: the sweep retries what fails)."""
+    try:
+        revoke(runtime, namespace, app, name, database, storage)
+    except Exception as exc:  # noqa: BLE001 - logged; cleanup.CredentialSweep drops it on its next pass
+        log.warning("CloudFunction %s/%s: dropping its credentials failed (the sweep retries): %s", namespace, name, exc)

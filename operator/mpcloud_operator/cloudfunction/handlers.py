@@ -20,7 +20,7 @@ from mpcloud_operator.cloudfunction.model import KIND, CloudFunction
 from mpcloud_operator.cloudfunction.resources import Prepared
 from mpcloud_operator.reconcile import replicas
 from mpcloud_operator.reconcile.references import env_references
-from mpcloud_operator.reconcile.kind import ChildKind, Kind, KindHooks, Reference, StatusInput
+from mpcloud_operator.reconcile.kind import ChildKind, Kind, KindHooks, Observed, Reference, StatusInput
 from mpcloud_operator.reconcile.references import ReferenceProblem
 
 CHILDREN = (
@@ -30,6 +30,9 @@ CHILDREN = (
     ChildKind("Service", "v1", "services"),
     ChildKind("Deployment", "apps/v1", "deployments", status_view=resources.deployment_view),
 )
+# Pods that fetch an archive: their init container's failure is the function's BuildFailed (read, not created).
+OBSERVED = (Observed("Pod", "v1", "pods", f"{resources.SOURCE_LABEL}=archive,{resources.FUNCTION_LABEL}",
+                     owner=resources.pod_owner, view=resources.pod_build_view),)
 # Not a watched child: the operator writes the bindings Secret but may not read Secrets (no list/watch).
 SECRET = ("Secret", "v1", "secrets")
 
@@ -93,17 +96,47 @@ def prepare(runtime: Any, fn: CloudFunction) -> Prepared:
         problem = checks.check(fn.spec.runtime, fn.spec.handler, code_hash, files)
         if problem:
             raise ReferenceProblem("InvalidSource", [problem])
+    bindings.revoke_removed(runtime, fn)
     env = bindings.bind(runtime, fn)
     HOOKS.remember(fn)
+    b = fn.spec.bindings
+    bound = tuple(k for k, v in (("database", b.database), ("storage", b.storage)) if v is not None)
     return Prepared(image=runtime.config.function_image, code_hash=code_hash,
-                    files=files if fn.spec.source.inline is not None else {}, binding_env=env,
-                    unsandboxed_node_pool=runtime.config.unsandboxed_node_pool)
+                    files=files if fn.spec.source.inline is not None else {}, binding_env=env, bound=bound,
+                    unsandboxed_node_pool=runtime.config.unsandboxed_node_pool,
+                    image_pull_policy=runtime.config.function_pull_policy)
+
+
+OFFLINE = "<provisioned at reconcile>"
+
+
+def offline(fn: CloudFunction) -> Prepared:
+    """`mpcloud render`'s stand-in for prepare(): the default settings, no source check, credentials as
+    placeholders under the keys the operator would write (so a scanner sees the Secret and its env wiring)."""
+    from mpcloud_operator.config import OperatorConfig
+
+    source = fn.spec.source
+    if source.inline is not None:
+        code_hash = resources.source_hash(dict(source.inline.files))
+    elif source.archive is not None:
+        code_hash = source.archive.sha256
+    else:
+        code_hash = "0" * 64  # a ConfigMap source: its hash is only known from the cluster
+    keys = [*(("MPCLOUD_DB_DSN", "MPCLOUD_DB_SCHEMA") if fn.spec.bindings.database else ()),
+            *(("MPCLOUD_S3_ENDPOINT", "MPCLOUD_S3_PUBLIC_ENDPOINT", "MPCLOUD_S3_REGION", "MPCLOUD_S3_BUCKET",
+               "MPCLOUD_S3_ACCESS_KEY", "MPCLOUD_S3_SECRET_KEY") if fn.spec.bindings.storage else ())]
+    defaults = OperatorConfig()
+    return Prepared(image=defaults.function_image, code_hash=code_hash,
+                    files=dict(source.inline.files) if source.inline is not None else {},
+                    binding_env=dict.fromkeys(keys, OFFLINE), unsandboxed_node_pool=defaults.unsandboxed_node_pool,
+                    image_pull_policy=defaults.function_pull_policy,
+                    bound=tuple(k for k in ("database", "storage") if getattr(fn.spec.bindings, k) is not None))
 
 
 def status(fn: CloudFunction, given: StatusInput) -> dict[str, Any]:
     gateway_url = given.config.gateway_url if given.config is not None else "http://mpcloud-gateway.mpcloud-system.svc"
     return resources.compute_status(fn, given.children.get("Deployment"), given.old, given.problems, given.now,
-                                    gateway_url)
+                                    gateway_url, given.observed.get("Pod"))
 
 
 def events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -145,7 +178,7 @@ class FunctionHooks(KindHooks):
 
 HOOKS = FunctionHooks()
 OWN_CONDITIONS = ("Ready", "Degraded")
-OWNED_STATUS_FIELDS = ("codeHash", "servingHash", "servingGeneration", "url", "instances", "desiredInstances",
+OWNED_STATUS_FIELDS = ("bindings", "codeHash", "servingHash", "servingGeneration", "url", "instances", "desiredInstances",
                        "sandbox")
 
 
@@ -157,14 +190,23 @@ def function_scaler(runtime: Any) -> Any:
     return runtime.service("cloudfunction-scaler", lambda: FunctionScaler(runtime)).start()
 
 
+def credential_sweep(runtime: Any) -> Any:
+    """Drop roles and keys whose function or binding is gone (leader only; see cleanup.py)."""
+    from mpcloud_operator.cloudfunction.cleanup import CredentialSweep
+
+    return runtime.service("cloudfunction-credential-sweep",
+                           lambda: CredentialSweep(runtime, runtime.config.credential_sweep_seconds)).start()
+
+
 def _kind() -> Kind:
     from mpcloud_operator.api.crdgen import column
 
     return Kind(
-        kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, child_name=resources.children_name,
-        desired=resources.desired_objects, absent=resources.absent_objects, references=references,
-        spec_problems=resources.spec_problems, prepare=prepare, status=status, events=events, hooks=HOOKS,
-        conditions=OWN_CONDITIONS, owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler,),
+        kind=KIND, plural="cloudfunctions", model=CloudFunction, children=CHILDREN, observed=OBSERVED,
+        child_name=resources.children_name, desired=resources.desired_objects, absent=resources.absent_objects,
+        references=references, spec_problems=resources.spec_problems, prepare=prepare, offline=offline,
+        status=status, events=events, hooks=HOOKS, conditions=OWN_CONDITIONS,
+        owned_status_fields=OWNED_STATUS_FIELDS, loops=(function_scaler, credential_sweep),
         short_names=("cf",),
         printer_columns=(
             column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready condition"),

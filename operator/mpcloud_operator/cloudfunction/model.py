@@ -275,6 +275,9 @@ class CloudFunctionStatus(APIModel):
     """Instances the scaler asked for."""
     sandbox: str | None = Field(default=None, max_length=300)
     """The RuntimeClass instances run in, or "unsandboxed (opt-out)"."""
+    bindings: list[Literal["database", "storage"]] = Field(default_factory=list, max_length=2,
+                                                           json_schema_extra={"x-kubernetes-list-type": "set"})
+    """Backing services the function holds credentials for (a binding removed from the spec is revoked)."""
     last_invocation_time: AwareDatetime | None = None
     """When the gateway last routed a request to the function."""
     invocations: int | None = Field(default=None, ge=0)

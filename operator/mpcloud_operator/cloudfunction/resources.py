@@ -18,6 +18,7 @@ end is visible in status.servingHash.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,10 +33,15 @@ MANAGER = "mpcloud"
 FUNCTION_LABEL = "mpcloud.io/function"
 APP_LABEL = "mpcloud.io/app"
 CODE_HASH_ANNOTATION = "mpcloud.io/code-hash"
+BINDINGS_ANNOTATION = "mpcloud.io/bindings"  # on the Deployment: the services provisioned for this spec
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CONTAINER = "function"
+FETCH_CONTAINER = "fetch-source"
+SOURCE_LABEL = "mpcloud.io/source"  # "archive" on pods with the fetch init container (the operator watches those)
+BUILD_MESSAGE_MAX = 1024
 PORT = 8080
 CODE_DIR = "/code"
+BINDINGS_DIR = "/var/run/mpcloud/bindings"
 GATEWAY_NAMESPACE = "mpcloud-system"
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "mpcloud-gateway"}
 RUN_AS = RunAs()  # the runtime image's non-root user (10001)
@@ -49,7 +55,9 @@ class Prepared:
     code_hash: str
     files: dict[str, str] = field(default_factory=dict)  # inline source only
     binding_env: dict[str, str] = field(default_factory=dict)  # bindings Secret data (empty: no Secret)
+    bound: tuple[str, ...] = ()  # services provisioned for this spec: "database", "storage"
     unsandboxed_node_pool: str | None = None  # "key=value" (operator setting): where unsandboxed pods may run
+    image_pull_policy: str = "IfNotPresent"
 
 
 def children_name(name: str) -> str:
@@ -67,6 +75,13 @@ def selector_labels(fn: CloudFunction) -> dict[str, str]:
 
 def labels(fn: CloudFunction) -> dict[str, str]:
     return {**selector_labels(fn), APP_LABEL: fn.spec.app, MANAGED_BY_LABEL: MANAGER}
+
+
+def pod_labels(fn: CloudFunction) -> dict[str, str]:
+    """Pods that fetch an archive are labelled so: the operator watches only those (their init container's
+    failure is the function's BuildFailed)."""
+    extra = {SOURCE_LABEL: "archive"} if fn.spec.source.archive is not None else {}
+    return {**labels(fn), **extra}
 
 
 def owner_reference(fn: CloudFunction) -> dict[str, Any]:
@@ -118,8 +133,10 @@ def source_config_map(fn: CloudFunction, prepared: Prepared) -> dict[str, Any] |
 def bindings_secret(fn: CloudFunction, prepared: Prepared) -> dict[str, Any] | None:
     if not prepared.binding_env:
         return None
+    # `data`, not `stringData`: server-side apply removes a key this manager no longer sends (a binding removed)
+    # only from fields it owns, and stringData is never stored.
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _metadata(fn, bindings_secret_name(fn)),
-            "type": "Opaque", "stringData": dict(prepared.binding_env)}
+            "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode() for k, v in prepared.binding_env.items()}}
 
 
 def network_policy(fn: CloudFunction) -> dict[str, Any]:
@@ -157,13 +174,15 @@ def _fetch_container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     archive = fn.spec.source.archive
     assert archive is not None
     return {
-        "name": "fetch-source", "image": prepared.image,
+        "name": FETCH_CONTAINER, "image": prepared.image, "imagePullPolicy": prepared.image_pull_policy,
         "command": ["python3", "-m", "mpcloud_operator.functions.fetch", "--url", archive.url,
                     "--sha256", archive.sha256, "--dest", CODE_DIR],
         "resources": workload.container_resources(fn.spec.resources),
         "securityContext": workload.restricted_container_security_context(),
         "volumeMounts": [{"name": "code", "mountPath": CODE_DIR}, workload.tmp_volume_mount()],
-        # The message (a digest mismatch, a 404) is what status shows as BuildFailed.
+        # fetch.py writes one bounded line (a digest mismatch, a 404) to the termination-message file: what
+        # status shows as BuildFailed. The log tail is the fallback for a crash that never got to write it.
+        "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
@@ -173,16 +192,20 @@ def _container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     env = [{"name": "MPCLOUD_FUNCTION", "value": f"{fn.metadata.namespace}/{fn.metadata.name}"},
            {"name": "MPCLOUD_CODE_HASH", "value": prepared.code_hash}, *workload.env(spec.env)]
     env_from = workload.env_from(spec.env_from)
+    mounts = [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}, workload.tmp_volume_mount()]
     if prepared.binding_env:
-        env_from.append({"secretRef": {"name": bindings_secret_name(fn)}})
+        # Credentials as files, not env (servicebinding.io's convention): kept out of the process environment,
+        # so out of the user's workers, crash dumps and `kubectl describe`.
+        env.append({"name": "MPCLOUD_BINDINGS_DIR", "value": BINDINGS_DIR})
+        mounts.append({"name": "bindings", "mountPath": BINDINGS_DIR, "readOnly": True})
     container: dict[str, Any] = {
-        "name": CONTAINER, "image": prepared.image, "imagePullPolicy": "IfNotPresent",
+        "name": CONTAINER, "image": prepared.image, "imagePullPolicy": prepared.image_pull_policy,
         "command": host_command(fn),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": env,
         "resources": workload.container_resources(spec.resources),
         "securityContext": workload.restricted_container_security_context(),
-        "volumeMounts": [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}, workload.tmp_volume_mount()],
+        "volumeMounts": mounts,
         # Ready as soon as the code is loaded (a 1 s period is what makes 0 -> 1 fast); a source that does
         # not load keeps the instance unready with the interpreter's message, without restarts.
         "readinessProbe": {"httpGet": {"path": "/_/health", "port": "http"}, "periodSeconds": 1,
@@ -197,6 +220,9 @@ def _container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
 def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     pod = workload.restricted_pod_spec(child_name(fn), [_container(fn, prepared)], fn.spec.sandbox, RUN_AS)
     pod["volumes"].append(_code_volume(fn))
+    if prepared.binding_env:
+        pod["volumes"].append({"name": "bindings", "secret": {"secretName": bindings_secret_name(fn),
+                                                              "defaultMode": 0o440}})  # group = the pod's fsGroup
     if fn.spec.source.archive is not None:
         pod["initContainers"] = [_fetch_container(fn, prepared)]
     if fn.spec.sandbox.unsandboxed and prepared.unsandboxed_node_pool:
@@ -206,14 +232,18 @@ def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
         pod["tolerations"] = [{"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
     # Let an invocation in flight finish before the instance stops (scale-in, rollout).
     pod["terminationGracePeriodSeconds"] = max(30, fn.spec.timeout_seconds + 5)
+    meta = _metadata(fn, child_name(fn))
+    if prepared.bound:  # what status.bindings reports once applied (a later spec without one revokes it)
+        meta["annotations"] = {BINDINGS_ANNOTATION: ",".join(sorted(prepared.bound))}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(fn, child_name(fn)),
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
         "spec": {
             # no spec.replicas: the function scaler owns it (scale to zero, demand from the gateway)
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(fn)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels(fn), "annotations": {CODE_HASH_ANNOTATION: prepared.code_hash}},
+            "template": {"metadata": {"labels": pod_labels(fn),
+                                      "annotations": {CODE_HASH_ANNOTATION: prepared.code_hash}},
                          "spec": pod},
         },
     }
@@ -232,8 +262,12 @@ def absent_objects(fn: CloudFunction, prepared: Prepared | None = None) -> list[
     if fn.spec.source.inline is None:
         out.append({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": f"{child_name(fn)}-source", "namespace": fn.metadata.namespace}})
-    # The bindings Secret is not listed: Secrets are not watched, so checking would cost a DELETE per reconcile
-    # of every unbound function. A Secret left by removed bindings goes with the function (owner reference).
+    # The bindings Secret only when the last applied spec had bindings and this one has none (Secrets are not
+    # watched: listing it always would cost a DELETE per reconcile of every unbound function).
+    b = fn.spec.bindings
+    if b.database is None and b.storage is None and fn.status is not None and fn.status.bindings:
+        out.append({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": bindings_secret_name(fn), "namespace": fn.metadata.namespace}})
     return out
 
 
@@ -252,10 +286,47 @@ def deployment_view(dep: dict[str, Any]) -> dict[str, Any]:
     """The part of the function's Deployment its status is computed from (all the watch cache keeps)."""
     st = dep.get("status") or {}
     template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    bound = (dep["metadata"].get("annotations") or {}).get(BINDINGS_ANNOTATION) or ""
     return {"generation": dep["metadata"].get("generation"), "replicas": (dep.get("spec") or {}).get("replicas"),
             "hash": (template.get("annotations") or {}).get(CODE_HASH_ANNOTATION),
+            "bindings": [b for b in bound.split(",") if b],
             "status": {k: st[k] for k in ("observedGeneration", "replicas", "readyReplicas", "availableReplicas",
                                           "updatedReplicas") if k in st}}
+
+
+def pod_owner(pod: dict[str, Any]) -> str | None:
+    """The function a pod belongs to (its label; pods are owned by a ReplicaSet, not the function)."""
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(FUNCTION_LABEL)
+
+
+def pod_build_view(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The fetch init container's failure, for the code hash the pod was made for; None when it did not fail
+    (still running for the first time, or succeeded)."""
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    fetch = next((c for c in st.get("initContainerStatuses") or [] if c.get("name") == FETCH_CONTAINER), None)
+    if fetch is None:
+        return None
+    state, last = fetch.get("state") or {}, fetch.get("lastState") or {}
+    now = state.get("terminated")
+    if now is not None and now.get("exitCode") == 0:
+        return None  # fetched and verified
+    failed = now if now is not None and now.get("exitCode") else last.get("terminated")
+    if not failed or not failed.get("exitCode"):
+        return None
+    message = (failed.get("message") or "").strip() or f"{failed.get('reason') or 'Error'} (exit code {failed['exitCode']})"
+    lines = [line for line in message.splitlines() if line.strip()]
+    return {"hash": (meta.get("annotations") or {}).get(CODE_HASH_ANNOTATION), "pod": meta.get("name"),
+            "message": (lines[-1] if lines else message)[:BUILD_MESSAGE_MAX],
+            "restarts": int(fetch.get("restartCount") or 0)}
+
+
+def build_failure(code_hash: str | None, pods: list[dict[str, Any]] | None) -> str | None:
+    """Why the current code cannot start, from the pods made for it (older pods' failures do not count)."""
+    failed = [p for p in pods or () if p.get("hash") and p["hash"] == code_hash]
+    if not failed:
+        return None
+    worst = max(failed, key=lambda p: p.get("restarts", 0))
+    return f"fetching spec.source.archive failed: {worst['message']}"[:BUILD_MESSAGE_MAX]
 
 
 def sandbox_text(fn: CloudFunction) -> str:
@@ -264,12 +335,14 @@ def sandbox_text(fn: CloudFunction) -> str:
 
 
 def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str, Any], problems: list[str],
-                   now: datetime, gateway_url: str) -> dict[str, Any]:
+                   now: datetime, gateway_url: str, pods: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The reconciler's part of `.status` (the scaler writes invocations, cold starts and its reason).
 
     Ready=True while the function can answer: instances serve (Serving), or none run by design and the gateway
     starts one on the next request (ScaledToZero / Activating). The code a rollout replaces keeps serving, so
-    servingHash moves to codeHash only when every instance runs the new template."""
+    servingHash moves to codeHash only when every instance runs the new template. An archive that cannot be
+    fetched or verified for the current code (`pods`: views of pod_build_view) is Ready=False/BuildFailed while
+    the instances of the previous code keep serving."""
     gen = fn.metadata.generation
     st = (dep or {}).get("status") or {}
     replicas, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
@@ -284,8 +357,12 @@ def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str,
             serving_generation = gen
         serving_hash = dep["hash"]
     short = (serving_hash or "")[:12]
+    build = None if rolled_out and serving_hash == code_hash else build_failure(code_hash, pods)
     if problems:
         ready_c = ("False", "ReconcileFailed", "; ".join(problems))
+    elif build:
+        ready_c = ("False", "BuildFailed", build + (f"; {available} instance(s) keep serving {short}"
+                                                    if available and serving_hash else ""))
     elif dep is None:
         ready_c = ("False", "Deploying", "waiting for the Deployment")
     elif available > 0:
@@ -297,14 +374,17 @@ def compute_status(fn: CloudFunction, dep: dict[str, Any] | None, old: dict[str,
         ready_c = ("True", "ScaledToZero", "no instances; the gateway starts one on the next request")
     else:
         ready_c = ("True", "Activating", f"starting an instance for {short}")
-    degraded = ("True", "ReconcileFailed", "; ".join(problems)) if problems else ("False", "AsExpected", "")
+    degraded = ("True", "ReconcileFailed", "; ".join(problems)) if problems else \
+        ("True", "BuildFailed", ready_c[2]) if ready_c[1] == "BuildFailed" else ("False", "AsExpected", "")
     conditions = [c.model_dump(mode="json", by_alias=True, exclude_none=True)
                   for c in (fn.status.conditions if fn.status else [])]
     for type_, (status, reason, message) in (("Ready", ready_c), ("Degraded", degraded)):
         conditions = set_condition(conditions, type_, status, reason, message, gen, now)
     out: dict[str, Any] = {"conditions": conditions, "instances": ready, "url": function_url(fn, gateway_url),
                            "sandbox": sandbox_text(fn)}
-    for key, value in (("codeHash", code_hash), ("servingHash", serving_hash),
+    # What the last applied Deployment says was provisioned (before any Deployment: what status said).
+    bindings = dep.get("bindings", old.get("bindings")) if dep is not None else old.get("bindings")
+    for key, value in (("bindings", bindings or None), ("codeHash", code_hash), ("servingHash", serving_hash),
                        ("servingGeneration", serving_generation), ("desiredInstances", desired),
                        ("observedGeneration", gen)):
         if value is not None:

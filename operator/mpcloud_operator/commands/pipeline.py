@@ -1,8 +1,9 @@
 """`mpcloud pipeline run | graph`: start a run of a Pipeline (and watch it), draw a pipeline's or a run's DAG.
 
-    mpcloud pipeline run shop-ci -n shop-ci -p revision=3f2a9c1 --watch
-    mpcloud pipeline graph shop-ci-x7k2p -n shop-ci -o run.png      # a run, coloured by task state
-    mpcloud pipeline graph --file examples/pipeline/pipeline.yaml -o docs/pipeline.svg   # offline
+    mpcloud pipeline run shop-ci -n shop-ci -p revision=3f2a9c1 --watch     # (--wait is the same)
+    mpcloud pipeline graph run/shop-ci-x7k2p -n shop-ci -o run.png    # a run, coloured by task state
+    mpcloud pipeline graph examples/pipeline/pipeline.yaml -o dag.svg # offline (also: --file FILE)
+    mpcloud pipeline graph shop-ci -n shop-ci                         # as text; `-o -`: SVG on stdout
 
 A run started here takes the rest of its spec from the Pipeline's `triggers.runSpec` (workspaces, timeouts,
 sandbox), as runs its triggers start do; `--unsandboxed` opts it out of the sandbox (a local real node: runc only).
@@ -10,6 +11,7 @@ sandbox), as runs its triggers start do; `--unsandboxed` opts it out of the sand
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -28,10 +30,15 @@ FINAL = ("True", "False")
 def _kube(kubeconfig: str | None) -> Any:
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
+    from kubernetes.config import ConfigException
+
     from mpcloud_operator.kinds import paths
     from mpcloud_operator.kube.client import KubeClient, new_api_client
 
-    return KubeClient(new_api_client(pool_size=2), paths())
+    try:
+        return KubeClient(new_api_client(pool_size=2), paths())
+    except ConfigException as exc:
+        raise click.ClickException(f"no cluster to talk to ({exc}): pass --kubeconfig or set KUBECONFIG") from exc
 
 
 def _params(values: tuple[str, ...]) -> list[dict[str, str]]:
@@ -39,17 +46,21 @@ def _params(values: tuple[str, ...]) -> list[dict[str, str]]:
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise click.BadParameter(f"{item!r}: expected key=value", param_hint="-p")
+            raise click.BadParameter(f"{item!r}: use NAME=VALUE", param_hint="--param")
         out.append({"name": name, "value": value})
     return out
 
 
-def run_body(pipeline: dict[str, Any], params: list[dict[str, str]], unsandboxed: bool = False) -> dict[str, Any]:
-    """The PipelineRun `mpcloud pipeline run` creates (pure)."""
+def run_body(pipeline: dict[str, Any], params: list[dict[str, str]], unsandboxed: bool = False,
+             timeout: str | None = None) -> dict[str, Any]:
+    """The PipelineRun `mpcloud pipeline run` creates (pure): generateName `<pipeline>-`, the pipeline's
+    triggers.runSpec, then the flags."""
     meta = pipeline["metadata"]
     spec = dict(((pipeline.get("spec") or {}).get("triggers") or {}).get("runSpec") or {})
     if unsandboxed:
         spec["sandbox"] = {"runtimeClassName": "none", "allowUnsandboxed": True}
+    if timeout:
+        spec["timeouts"] = {**(spec.get("timeouts") or {}), "pipeline": timeout}
     return {"apiVersion": API_VERSION, "kind": RUN_KIND,
             "metadata": {"generateName": f"{meta['name'][:50]}-", "namespace": meta["namespace"],
                          "labels": {"mpcloud.io/pipeline": meta["name"], "mpcloud.io/trigger-type": "cli"}},
@@ -72,7 +83,7 @@ def watch(kube: Any, namespace: str, name: str, timeout: float, echo: Any = clic
             state = task.get("status", "Pending") + (f" ({task['reason']})" if task.get("reason") else "")
             if seen.get(task["name"]) != state:
                 seen[task["name"]] = state
-                echo(f"{time.strftime('%H:%M:%S')}  {task['name']:<24} {state}")
+                echo(f"  {task['name']}: {state}")
         cond = _succeeded(run)
         if cond.get("status") in FINAL:
             echo(f"{name}: {cond.get('reason')}: {cond.get('message', '')}")
@@ -91,35 +102,46 @@ def pipeline() -> None:
 @click.argument("name")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-p", "--param", "params", multiple=True, help="key=value (repeatable)")
-@click.option("--watch", "follow", is_flag=True, help="print task states until the run finishes; exit 1 if it fails")
-@click.option("--timeout", default=3600.0, show_default=True, help="seconds --watch waits")
+@click.option("--watch", "--wait", "follow", is_flag=True,
+              help="print task states until the run finishes; exit 1 if it fails")
+@click.option("--timeout", default=None, help="the run's timeouts.pipeline, e.g. 30m (default: the run's 1h)")
+@click.option("--watch-timeout", default=7200.0, show_default=True, help="seconds --watch waits at most")
 @click.option("--unsandboxed", is_flag=True, help="opt the run out of the sandbox (local runc-only nodes)")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None)
-def run_command(name: str, namespace: str, params: tuple[str, ...], follow: bool, timeout: float, unsandboxed: bool,
-                kubeconfig: str | None) -> None:
+def run_command(name: str, namespace: str, params: tuple[str, ...], follow: bool, timeout: str | None,
+                watch_timeout: float, unsandboxed: bool, kubeconfig: str | None) -> None:
     """Create a PipelineRun of Pipeline NAME and print its name."""
     from mpcloud_operator.kube.client import ApiException, error_message
 
+    given = _params(params)
     kube = _kube(kubeconfig)
     pl = kube.get(PIPELINE_KIND, namespace, name)
     if pl is None:
         raise click.ClickException(f"Pipeline {namespace}/{name} not found")
     try:
-        run = kube.create(run_body(pl, _params(params), unsandboxed), manager=FIELD_MANAGER)
+        run = kube.create(run_body(pl, given, unsandboxed, timeout), manager=FIELD_MANAGER)
     except ApiException as exc:
         raise click.ClickException(error_message(exc)) from exc
     run_name = run["metadata"]["name"]
     click.echo(f"pipelinerun/{run_name} created")
     if follow:
-        done = watch(kube, namespace, run_name, timeout)
+        done = watch(kube, namespace, run_name, watch_timeout)
         sys.exit(0 if _succeeded(done).get("status") == "True" else 1)
 
 
-def _spec_of(kube: Any, namespace: str, name: str) -> tuple[Any, dict[str, Any] | None, str]:
-    """(pipeline spec, run status or None, title) of run NAME, else of pipeline NAME."""
+def _target(target: str) -> tuple[str, str, str]:
+    kind, sep, name = target.rpartition("/")
+    if kind not in ("", "run", "pr", "pipelinerun", "pipeline", "pl") or not name:
+        raise click.BadParameter(f"{target!r}: use NAME, run/NAME or pipeline/NAME (or a file)", param_hint="TARGET")
+    return kind, sep, name
+
+
+def _spec_of(kube: Any, namespace: str, target: str) -> tuple[Any, dict[str, Any] | None, str]:
+    """(pipeline spec, run status or None, title) of `run/NAME`, `pipeline/NAME`, or NAME (a run, else a pipeline)."""
     from mpcloud_operator.pipeline.model import PipelineSpec
 
-    run = kube.get(RUN_KIND, namespace, name)
+    kind, _, name = _target(target)
+    run = kube.get(RUN_KIND, namespace, name) if kind not in ("pipeline", "pl") else None
     if run is not None:
         status = run.get("status") or {}
         spec = status.get("pipelineSpec") or run["spec"].get("pipelineSpec")
@@ -130,9 +152,10 @@ def _spec_of(kube: Any, namespace: str, name: str) -> tuple[Any, dict[str, Any] 
                 raise click.ClickException(f"PipelineRun {name}: Pipeline {ref} not found")
             spec = pl["spec"]
         return PipelineSpec.model_validate(spec), status, f"PipelineRun {namespace}/{name}"
-    pl = kube.get(PIPELINE_KIND, namespace, name)
+    pl = kube.get(PIPELINE_KIND, namespace, name) if kind in ("", "pipeline", "pl") else None
     if pl is None:
-        raise click.ClickException(f"neither a PipelineRun nor a Pipeline {namespace}/{name}")
+        raise click.ClickException(f"{target}: no such {'PipelineRun' if kind else 'PipelineRun or Pipeline'} "
+                                   f"in {namespace}")
     return PipelineSpec.model_validate(pl["spec"]), None, f"Pipeline {namespace}/{name}"
 
 
@@ -155,32 +178,42 @@ def spec_from_file(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
 
 
 @pipeline.command("graph")
-@click.argument("name", required=False)
+@click.argument("target", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="write a .png or .svg (default: print the graph as text)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="write a .png or .svg, or - for SVG on stdout (default: print the graph as text)")
 @click.option("-f", "--file", "file_", type=click.Path(exists=True, dir_okay=False), default=None,
               help="read a Pipeline (or PipelineRun) from YAML instead of the cluster")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None)
-def graph_command(name: str | None, namespace: str, output: str | None, file_: str | None,
+def graph_command(target: str | None, namespace: str, output: str | None, file_: str | None,
                   kubeconfig: str | None) -> None:
-    """Draw the DAG of PipelineRun or Pipeline NAME, coloured by task state; finally tasks grouped."""
+    """Draw the DAG of TARGET, coloured by task state, finally tasks grouped: a YAML file (a Pipeline, or a
+    PipelineRun with its spec), `run/NAME`, `pipeline/NAME`, or NAME (a PipelineRun, else a Pipeline)."""
     from pydantic import ValidationError
 
     from mpcloud_operator.pipeline import graph
 
-    if file_ is None and name is None:
-        raise click.UsageError("give NAME (a PipelineRun or Pipeline) or --file")
+    if file_ is None and target is not None and Path(target).is_file():
+        file_ = target
+    if file_ is None and target is None:
+        raise click.UsageError("give TARGET (a file, run/NAME, pipeline/NAME or NAME) or --file")
+    if file_ is None:
+        _target(target)  # a bad TARGET is a usage error before any connection
     try:
-        spec, status, title = spec_from_file(Path(file_)) if file_ else _spec_of(_kube(kubeconfig), namespace, name)
+        spec, status, title = spec_from_file(Path(file_)) if file_ else _spec_of(_kube(kubeconfig), namespace, target)
         drawn = graph.build(spec, status, title)
     except (ValidationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     if output is None:
         click.echo(graph.as_text(drawn))
         return
-    if Path(output).suffix not in (".png", ".svg"):
-        raise click.BadParameter("the output must end in .png or .svg", param_hint="-o")
     from mpcloud_operator.pipeline.render import render
 
-    click.echo(render(drawn, output))
+    if output == "-":
+        buffer = io.BytesIO()
+        render(drawn, buffer, fmt="svg")
+        click.echo(buffer.getvalue().decode(), nl=False)
+        return
+    if Path(output).suffix not in (".png", ".svg"):
+        raise click.BadParameter("the output must end in .png or .svg (or be - for SVG on stdout)", param_hint="-o")
+    click.echo(f"wrote {render(drawn, output)}")

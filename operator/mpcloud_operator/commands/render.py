@@ -1,7 +1,9 @@
 """`mpcloud render`: print the objects the operator would apply for custom resources in YAML files.
 
 The same pure builders the reconciler runs (`Kind.desired`), with no cluster: review a change in a GitOps
-pull request, diff two versions, or feed the output to a scanner (the project's checkov run does that).
+pull request, diff two versions, or feed the output to a scanner (the project's checkov run does that). What a
+kind reads from the cluster or provisions at reconcile (`Kind.prepare`) is replaced by `Kind.offline`'s
+placeholders (e.g. a CloudFunction's provisioned credentials, a ConfigMap source's hash).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def render(files: tuple[Path, ...], namespace: str) -> None:
                 failed = True
                 click.echo(f"{name}: invalid:\n{exc}", err=True)
                 continue
-            out.extend(by_kind[doc["kind"]].desired(obj))
+            kind = by_kind[doc["kind"]]
+            out.extend(kind.desired(obj, kind.offline(obj)) if kind.prepare else kind.desired(obj))
     yaml.safe_dump_all(out, sys.stdout, sort_keys=False)
     if failed:
         raise SystemExit(1)

@@ -139,6 +139,7 @@ def start(kubeconfig: Path, log: Callable[[str], None] = print, log_dir: Path | 
     env.update({"MPCLOUD_DEMAND_PORT": str(demand_port), "MPCLOUD_GATEWAY_URL": url})
     if image:
         env["MPCLOUD_FUNCTION_IMAGE"] = image
+        env["MPCLOUD_FUNCTION_IMAGE_PULL_POLICY"] = "IfNotPresent"  # imported into containerd: no registry to pull from
     if minute_seconds:
         env["MPCLOUD_FUNCTION_MINUTE_SECONDS"] = f"{minute_seconds:g}"
     return FunctionPlatform(url, demand_port, env, image, proc, log_path)

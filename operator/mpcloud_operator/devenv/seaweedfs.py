@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from mpcloud_operator.devenv.ports import free_port
+from mpcloud_operator.devenv.waiting import stop_server
 
 DEFAULT_S3_PORT = 8333
 VOLUME_SIZE_LIMIT_MB = 32
@@ -243,20 +244,7 @@ def up(base: Path | None = None, s3_port: int = DEFAULT_S3_PORT, listen: list[st
 
 
 def _stop(pid_file: Path, timeout: float = 20, kill: bool = False) -> bool:
-    pid = _pid(pid_file)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(pid_file) is not None:
-        try:  # reap it if we are its parent
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    if _pid(pid_file) is not None:
-        os.kill(pid, signal.SIGKILL)
-    return True
+    return stop_server(lambda: _pid(pid_file), signal.SIGKILL if kill else signal.SIGTERM, timeout)
 
 
 def _stop_gateways(base: Path) -> None:

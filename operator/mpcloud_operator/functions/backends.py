@@ -2,7 +2,7 @@
 
 The host owns the clients (one PostgreSQL pool and one S3 client per instance, shared by all workers); a
 worker only names an allowlisted method (`protocol.check_rpc`) and its arguments. The clients come from the
-function pod's binding environment on first use (`docdb.Database.connect(MPCLOUD_DB_DSN, MPCLOUD_DB_SCHEMA)`,
+function pod's binding settings (the bindings Secret's files, `host.binding_files`) on first use (`docdb.Database.connect(MPCLOUD_DB_DSN, MPCLOUD_DB_SCHEMA)`,
 `storage.Storage.from_env`); a function without a binding gets PermissionDenied. `mpcloud_operator.functions.docdb` / `.storage` are imported
 only then, so a host without bindings never loads psycopg or the S3 client.
 

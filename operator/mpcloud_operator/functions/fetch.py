@@ -3,8 +3,9 @@
 Runs as the init container of a function whose spec.source is an archive: downloads it, refuses it unless its
 SHA-256 is the one in the spec (the spec pins the code, as an image digest pins an image), and unpacks a
 .tar.gz / .tar / .zip into DIR without letting a member escape it (no absolute paths, no `..`, no links).
-Any failure exits 1 with one line on stderr: the pod's termination message, which the function's status
-shows (BuildFailed).
+Any failure exits 1 with one line (at most MESSAGE_MAX bytes) on stderr and in the termination-message file
+(`--termination-log`, the kubelet's /dev/termination-log): what the function's status shows as BuildFailed.
+URLs in messages lose their query string (a pre-signed URL's signature is a credential).
 """
 
 from __future__ import annotations
@@ -14,25 +15,39 @@ import hashlib
 import io
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 MAX_BYTES = 256 * 1024 * 1024
+MESSAGE_MAX = 1024  # the kubelet keeps at most 4096 bytes; status messages stay readable
+TERMINATION_LOG = "/dev/termination-log"
 
 
 class FetchError(Exception):
     pass
 
 
+def shown(url: str) -> str:
+    """The URL as messages show it: without query or fragment (signatures), at most 200 characters."""
+    parts = urlsplit(url)
+    text = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def download(url: str, timeout: float = 60.0) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only (CRD pattern)
             data = response.read(MAX_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"cannot download {shown(url)}: HTTP {exc.code} {exc.reason}") from exc
     except OSError as exc:
-        raise FetchError(f"cannot download {url}: {exc}") from exc
+        reason = getattr(exc, "reason", None) or exc
+        raise FetchError(f"cannot download {shown(url)}: {reason}") from exc
     if len(data) > MAX_BYTES:
-        raise FetchError(f"{url}: archive larger than {MAX_BYTES} bytes")
+        raise FetchError(f"{shown(url)}: archive larger than {MAX_BYTES} bytes")
     return data
 
 
@@ -80,16 +95,39 @@ def fetch(url: str, sha256: str, dest: Path) -> list[str]:
     return unpack(data, dest)
 
 
+def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
+    """A message as one line of at most `limit` UTF-8 bytes."""
+    line = " ".join(text.split()) or "failed"
+    data = line.encode()
+    return line if len(data) <= limit else data[: limit - 3].decode(errors="ignore") + "..."
+
+
+def report(message: str, termination_log: str | None) -> None:
+    print(message, file=sys.stderr)
+    if termination_log:
+        try:
+            Path(termination_log).write_text(message + "\n")
+        except OSError:
+            pass  # stderr is the fallback (FallbackToLogsOnError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpcloud_operator.functions.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--sha256", required=True)
     parser.add_argument("--dest", type=Path, required=True)
+    parser.add_argument("--termination-log", default=TERMINATION_LOG,
+                        help="where the kubelet reads the termination message ('' = stderr only)")
     args = parser.parse_args(argv)
+    # The kubelet creates the file in a pod; elsewhere (a host, a test) nothing is created.
+    log = args.termination_log if args.termination_log and Path(args.termination_log).is_file() else None
     try:
         files = fetch(args.url, args.sha256, args.dest)
     except FetchError as exc:
-        print(str(exc), file=sys.stderr)  # the termination message (terminationMessagePolicy FallbackToLogsOnError)
+        report(one_line(str(exc)), log)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug or a disk problem still ends as one clear line
+        report(one_line(f"unpacking the archive failed: {type(exc).__name__}: {exc}"), log)
         return 1
     print(f"unpacked {len(files)} files into {args.dest}")
     return 0

@@ -92,12 +92,30 @@ class Metrics:
             self.restarts.labels(reason)
 
 
+BINDINGS_DIR_ENV = "MPCLOUD_BINDINGS_DIR"
+
+
+def binding_files(directory: str | None) -> dict[str, str]:
+    """Each file of a mounted Secret as KEY -> value (Kubernetes' `..data` bookkeeping entries skipped)."""
+    if not directory or not os.path.isdir(directory):
+        return {}
+    out = {}
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if not entry.startswith(".") and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                out[entry] = f.read()
+    return out
+
+
 class Host:
     """The HTTP side of one function instance. `backends` is for unit tests' doubles."""
 
     def __init__(self, runtime: str, code_dir: str, handler: str, timeout: float = 10, concurrency: int = 10,
                  env: Mapping[str, str] | None = None, backends: Backends | None = None) -> None:
-        self.env = dict(os.environ if env is None else env)
+        base = dict(os.environ if env is None else env)
+        # Binding credentials arrive as files (the bindings Secret mounted as a volume), for the host's clients only.
+        self.env = {**base, **binding_files(base.get(BINDINGS_DIR_ENV))}
         self.runtime, self.code_dir, self.handler = runtime, os.path.abspath(code_dir), handler
         self.timeout, self.concurrency = timeout, concurrency
         self.function = self.env.get("MPCLOUD_FUNCTION", "")
@@ -108,7 +126,7 @@ class Host:
         self.loaded = False
         self._loading: asyncio.Task | None = None
         argv, capacity = worker_argv(runtime, self.code_dir, handler)
-        worker_env = dict(self.env, PYTHONUNBUFFERED="1",
+        worker_env = dict(base, PYTHONUNBUFFERED="1",
                           PYTHONPATH=os.pathsep.join(p for p in (str(PACKAGE_ROOT), self.env.get("PYTHONPATH")) if p))
         self.pool = WorkerPool(argv, worker_env, concurrency, capacity or concurrency, self._rpc,
                                on_restart=lambda reason: self.metrics.restarts.labels(reason).inc())

@@ -6,12 +6,13 @@ Everything generic (watching, the reconcile sequence, status writes, failure rep
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import Gauge
 
-from mpcloud_operator.miniprogramapp import resources
+from mpcloud_operator.miniprogramapp import database, resources
 from mpcloud_operator.miniprogramapp.model import KIND, MiniProgramApp
 from mpcloud_operator.miniprogramapp.scaler import claim_replicas
 from mpcloud_operator.reconcile.references import env_references
@@ -44,11 +45,24 @@ def references(app: MiniProgramApp) -> list[Reference]:
     spec = app.spec
     refs = env_references(spec.env, spec.env_from)
     for binding in (spec.bindings.database, spec.bindings.storage) if spec.bindings else ():
-        if binding:
+        if binding and binding.secret_ref:  # a managed database's Secret is the operator's own child
             refs.append(Reference("Secret", binding.secret_ref.name, binding.secret_ref.optional))
     if not spec.sandbox.unsandboxed:
         refs.append(Reference("RuntimeClass", spec.sandbox.runtime_class_name))
     return refs
+
+
+def prepare(runtime: Any, app: MiniProgramApp) -> resources.AppPrepared:
+    """The managed database provisioned (may refuse: Ready=False/BackingServiceUnavailable, retried)."""
+    if not database.managed(app):
+        return resources.NOTHING_PREPARED
+    data = database.provision(runtime, app)
+    HOOKS.remember(runtime, app)
+    return resources.AppPrepared(database=data)
+
+
+def offline(app: MiniProgramApp) -> resources.AppPrepared:
+    return resources.AppPrepared(database=database.placeholders()) if database.managed(app) else resources.NOTHING_PREPARED
 
 
 def status(app: MiniProgramApp, given: StatusInput) -> dict[str, Any]:
@@ -75,6 +89,16 @@ def events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str
 
 
 class AppHooks(KindHooks):
+    def __init__(self) -> None:
+        self.runtime: Any = None
+        self._managed: set[tuple[str, str]] = set()  # apps with a managed database: their role goes with them
+        self._lock = threading.Lock()
+
+    def remember(self, runtime: Any, app: MiniProgramApp) -> None:
+        with self._lock:
+            self.runtime = runtime
+            self._managed.add((app.metadata.namespace or "", app.metadata.name))
+
     def before_apply(self, runtime: Any, app: MiniProgramApp) -> None:
         if resources.scaler_owned(app):  # hand spec.replicas to the scaler before this apply stops sending it
             claim_replicas(runtime, app)
@@ -88,6 +112,12 @@ class AppHooks(KindHooks):
         READY_REPLICAS.labels(app.metadata.namespace, app.metadata.name).set(st["readyReplicas"])
 
     def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            managed = (namespace, name) in self._managed
+            self._managed.discard((namespace, name))
+        if managed and self.runtime is not None:
+            threading.Thread(target=database.drop, args=(self.runtime, namespace, name), name="mpa-db-drop",
+                             daemon=True).start()
         for gauge in (DESIRED_REPLICAS, READY_REPLICAS):
             try:
                 gauge.remove(namespace, name)
@@ -106,7 +136,8 @@ def _kind() -> Kind:
     return Kind(
         kind=KIND, plural="miniprogramapps", model=MiniProgramApp, children=CHILDREN,
         desired=resources.desired_objects, absent=resources.absent_objects, references=references,
-        spec_problems=resources.spec_problems, status=status, events=events, hooks=HOOKS,
+        spec_problems=resources.spec_problems, prepare=prepare, offline=offline, status=status, events=events,
+        hooks=HOOKS,
         conditions=OWN_CONDITIONS, owned_status_fields=OWNED_STATUS_FIELDS, loops=(scaling_loop,),
         short_names=("mpa",),
         printer_columns=(

@@ -15,11 +15,16 @@ what the scaler last set.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from mpcloud_operator.api.conditions import set_condition
 from mpcloud_operator.api.parts import Probe
+from mpcloud_operator.miniprogramapp import database
 from mpcloud_operator.miniprogramapp.model import API_VERSION, KIND, MiniProgramApp
 from mpcloud_operator.reconcile import workload
 
@@ -29,6 +34,7 @@ NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
+DATABASE_CREDENTIALS_ANNOTATION = "mpcloud.io/database-credentials"
 
 
 # ------------------------------------------------------------------ metadata
@@ -54,6 +60,16 @@ def owner_reference(app: MiniProgramApp) -> dict[str, Any]:
         raise ValueError("the app has no metadata.uid: owner references need the stored object")
     return {"apiVersion": API_VERSION, "kind": KIND, "name": app.metadata.name, "uid": app.metadata.uid,
             "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class AppPrepared:
+    """What `handlers.prepare` provisioned for one reconcile (desired() stays pure around it)."""
+
+    database: dict[str, str] | None = None  # the managed database Secret's data (None: not managed)
+
+
+NOTHING_PREPARED = AppPrepared()
 
 
 def _metadata(app: MiniProgramApp, name: str | None = None) -> dict[str, Any]:
@@ -92,10 +108,15 @@ def desired_replicas(app: MiniProgramApp, deployment_replicas: int | None = None
     return app.spec.replicas.effective
 
 
-def deployment(app: MiniProgramApp) -> dict[str, Any]:
+def deployment(app: MiniProgramApp, prepared: AppPrepared = NOTHING_PREPARED) -> dict[str, Any]:
     """The app's Deployment: Pod Security "restricted", sandboxed by the RuntimeClass."""
     spec = app.spec
     pod = workload.restricted_pod_spec(app.metadata.name, [_container(app)], spec.sandbox, spec.run_as)
+    template_meta: dict[str, Any] = {"labels": labels(app)}
+    if prepared.database:
+        # Env from a Secret is read at container start: a changed credential (binding key rotated) rolls the pods.
+        digest = hashlib.sha256(json.dumps(prepared.database, sort_keys=True).encode()).hexdigest()[:16]
+        template_meta["annotations"] = {DATABASE_CREDENTIALS_ANNOTATION: digest}
     out = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -106,7 +127,7 @@ def deployment(app: MiniProgramApp) -> dict[str, Any]:
             "selector": {"matchLabels": selector_labels(app)},
             # Surge first: capacity never drops during a rollout (scale-from-load is the point).
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels(app)}, "spec": pod},
+            "template": {"metadata": template_meta, "spec": pod},
         },
     }
     if scaler_owned(app):
@@ -128,7 +149,7 @@ def _container(app: MiniProgramApp) -> dict[str, Any]:
     env = workload.env(spec.env)
     if env:
         container["env"] = env
-    env_from = workload.env_from(spec.env_from, spec.bindings)
+    env_from = workload.env_from(spec.env_from, spec.bindings, {"database": database.secret_name(app.metadata.name)})
     if env_from:
         container["envFrom"] = env_from
     if spec.probes.enabled:
@@ -194,13 +215,22 @@ def network_policy(app: MiniProgramApp) -> dict[str, Any]:
     }
 
 
-def desired_objects(app: MiniProgramApp) -> list[dict[str, Any]]:
-    """All objects of the app in apply order: identity and network fencing before the pods."""
-    objs = [service_account(app), network_policy(app), service(app), pod_disruption_budget(app), deployment(app)]
+def database_secret(app: MiniProgramApp, prepared: AppPrepared) -> dict[str, Any] | None:
+    if not prepared.database:
+        return None
+    meta = _metadata(app, database.secret_name(app.metadata.name))
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in prepared.database.items()}}
+
+
+def desired_objects(app: MiniProgramApp, prepared: AppPrepared = NOTHING_PREPARED) -> list[dict[str, Any]]:
+    """All objects of the app in apply order: identity, credentials and network fencing before the pods."""
+    objs = [service_account(app), database_secret(app, prepared), network_policy(app), service(app),
+            pod_disruption_budget(app), deployment(app, prepared)]
     return [o for o in objs if o is not None]
 
 
-def absent_objects(app: MiniProgramApp) -> list[dict[str, Any]]:
+def absent_objects(app: MiniProgramApp, prepared: AppPrepared = NOTHING_PREPARED) -> list[dict[str, Any]]:
     """Objects the app must *not* have now (delete if present), as apiVersion/kind/metadata stubs."""
     out = []
     if pod_disruption_budget(app) is None:

@@ -8,6 +8,7 @@ message as the caption.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from mpcloud_operator.pipeline.graph import COLOURS, Graph
 
@@ -18,14 +19,17 @@ def _centre(column: int, row: int) -> tuple[float, float]:
     return column * (BOX_W + GAP_X) + BOX_W / 2, -row * (BOX_H + GAP_Y) - BOX_H / 2
 
 
-def render(graph: Graph, path: str | Path, dpi: int = 150) -> Path:
+def render(graph: Graph, path: str | Path | BinaryIO, dpi: int = 150, fmt: str | None = None) -> Any:
+    """Write the drawing to `path` (format from its suffix) or to a binary stream (`fmt`); returns `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
-    path = Path(path)
+    if isinstance(path, str):
+        path = Path(path)
+    fmt = fmt or (path.suffix.lstrip(".") if isinstance(path, Path) else "svg") or "png"
     width = max(graph.columns, 1) * (BOX_W + GAP_X)
     height = max(graph.rows, 1) * (BOX_H + GAP_Y)
     fig, ax = plt.subplots(figsize=(max(4.0, width * 0.9), max(2.0, height * 0.9 + 1.2)))
@@ -67,6 +71,6 @@ def render(graph: Graph, path: str | Path, dpi: int = 150) -> Path:
         ax.set_title(graph.title, fontsize=11)
     if graph.message:
         fig.text(0.5, 0.01, graph.message, ha="center", fontsize=8, color="#424242")
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", format=fmt)
     plt.close(fig)
     return path

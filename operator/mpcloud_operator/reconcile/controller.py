@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from mpcloud_operator import metrics
-from mpcloud_operator.reconcile import children, runner
+from mpcloud_operator.reconcile import children, observed, references, runner
 from mpcloud_operator.reconcile.informer import Informer
 from mpcloud_operator.reconcile.queue import FULL
 from mpcloud_operator.runtime import Runtime
@@ -38,6 +38,8 @@ def observe_primary(runtime: Runtime, event_type: str | None, body: dict[str, An
         runtime.queue.forget(key)
         kind = runtime.kinds[body["kind"]]
         metrics.READY.forget(kind.kind, meta["namespace"], meta["name"])
+        observed.forget(runtime, kind, meta["namespace"], meta["name"])
+        runtime.references.forget(key)
         if kind.hooks:
             kind.hooks.forget(meta["namespace"], meta["name"])
         return
@@ -90,8 +92,36 @@ class Controller:
                 out += watches
         return out
 
+    def observed_informers(self) -> list[Informer]:
+        """One informer per kind's observed kind (and namespace), events routed to the owner's status."""
+        rt = self.runtime
+        out = []
+        for kind in rt.kinds.values():
+            for obs in kind.observed:
+                for ns in rt.config.namespaces or [None]:
+                    def on_event(type_: str, obj: dict[str, Any], kind=kind, obs=obs) -> None:
+                        observed.on_event(rt, kind, obs, type_, obj)
+                    out.append(Informer(rt.kube, rt.kube.paths.collection(obs.kind, ns), on_event,
+                                        label_selector=obs.label_selector,
+                                        name=f"{obs.plural}-of-{kind.plural}{'@' + ns if ns else ''}"))
+        return out
+
+    def reference_informers(self) -> list[Informer]:
+        """Referenced objects the operator may watch (all of them: they carry no label of ours); an event
+        re-reconciles only the objects pointing at that one (references.ReferenceIndex)."""
+        rt = self.runtime
+        out = []
+        for ref_kind in rt.watched_references:
+            _, plural, namespaced = rt.kube.paths.kinds[ref_kind]
+            for ns in (rt.config.namespaces or [None]) if namespaced else [None]:
+                out.append(Informer(rt.kube, rt.kube.paths.collection(ref_kind, ns),
+                                    lambda type_, obj: references.on_referenced_event(rt, type_, obj),
+                                    name=f"referenced-{plural}{'@' + ns if ns else ''}"))
+        return out
+
     def start(self) -> Controller:
-        self.informers = [i.start() for i in self.child_informers()]
+        self.informers = [i.start() for i in (*self.child_informers(), *self.observed_informers(),
+                                              *self.reference_informers())]
         for n in range(self.workers):
             t = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
             t.start()

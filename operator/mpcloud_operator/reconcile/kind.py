@@ -57,6 +57,22 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Observed:
+    """Objects a kind reads but does not create (a function's pods): watched by label, each reduced to a small
+    view the moment it arrives and handed to the owner's `status`; a changed view refreshes that status.
+
+    Unlike children they are not owned by the custom resource (a pod's owner is a ReplicaSet), so `owner`
+    names the custom resource (same namespace) from the object itself, e.g. from a label."""
+
+    kind: str
+    api_version: str
+    plural: str
+    label_selector: str
+    owner: Callable[[Object], str | None]
+    view: Callable[[Object], Object | None]  # None: nothing the status needs (not kept)
+
+
+@dataclass(frozen=True)
 class StatusInput:
     """What a kind's `status` function is given (all of it already read; the function stays pure)."""
 
@@ -65,6 +81,7 @@ class StatusInput:
     problems: list[str]  # failed applies and spec problems of this reconcile
     now: datetime
     config: Any = None  # the operator's OperatorConfig (e.g. a base URL the status names)
+    observed: dict[str, list[Object]] = field(default_factory=dict)  # Observed kind -> views of the owner's objects
     prepared: Any = None  # what the kind's `prepare` returned this reconcile (None on a status-only refresh)
 
 
@@ -80,6 +97,7 @@ class Kind:
     conditions: tuple[str, ...]  # condition types the reconciler owns; the primary first (Ready, or Succeeded for runs)
     owned_status_fields: tuple[str, ...]  # other .status fields it owns (sent on every status write)
     children: tuple[ChildKind, ...] = ()
+    observed: tuple[Observed, ...] = ()
     # Name of the children (with a status view) an object's status is computed from, from the object's name.
     child_name: Callable[[str], str] = lambda name: name
     absent: Callable[..., list[Object]] = lambda obj, *prepared: []  # (obj[, prepared]) like desired
@@ -89,6 +107,9 @@ class Kind:
     # credentials): (runtime, obj) -> value passed as desired(obj, value). It may raise
     # reconcile.references.ReferenceProblem(reason, problems): Ready=False/<reason>, children untouched, retry.
     prepare: Callable[[Runtime, Any], Any] | None = None
+    # What `mpcloud render` passes instead (no cluster, no backing service): obj -> the same type as prepare's,
+    # with visible placeholders where the cluster would answer. Required when `prepare` is set.
+    offline: Callable[[Any], Any] | None = None
     # When to reconcile again although nothing changed (a deadline): (obj, prepared) -> seconds or None.
     requeue_after: Callable[[Any, Any], float | None] | None = None
     # Kind-specific Events on a status change: (old status, new status) -> [(reason, message, type)].

@@ -31,6 +31,7 @@ class WorkQueue:
         self._need: dict[Hashable, int] = {}  # queued (or re-queued while processing) -> need
         self._processing: set[Hashable] = set()
         self._delayed: list[tuple[float, int, Hashable, int]] = []
+        self._due: dict[Hashable, tuple[float, int]] = {}  # key -> its earliest pending wake-up (time, need)
         self._seq = itertools.count()
         self._failures: dict[Hashable, int] = {}
         self.base_delay, self.max_delay = base_delay, max_delay
@@ -56,10 +57,17 @@ class WorkQueue:
                 self._order.appendleft(key)
 
     def add_after(self, key: Hashable, delay: float, need: int = FULL) -> None:
+        """Queue `key` in `delay` seconds. One wake-up per key: an earlier one already pending makes a later one
+        redundant (a run re-asking for its deadline on every reconcile costs one entry, not one each time)."""
         if delay <= 0:
             return self.add(key, need)
         with self._cond:
-            heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), key, need))
+            due = time.monotonic() + delay
+            pending = self._due.get(key)
+            if pending is not None and pending[0] <= due and pending[1] >= need:
+                return
+            self._due[key] = (due, need)
+            heapq.heappush(self._delayed, (due, next(self._seq), key, need))
             self._cond.notify_all()
 
     def retry(self, key: Hashable, need: int = FULL, delay: float | None = None) -> float:
@@ -115,7 +123,9 @@ class WorkQueue:
     def _promote_due(self) -> None:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, key, need = heapq.heappop(self._delayed)
+            due, _, key, need = heapq.heappop(self._delayed)
+            if self._due.get(key, (None,))[0] == due:
+                del self._due[key]
             queued = key in self._need
             self._need[key] = max(need, self._need.get(key, 0))
             if not queued and key not in self._processing:

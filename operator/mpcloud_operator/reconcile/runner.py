@@ -26,7 +26,7 @@ from mpcloud_operator import metrics
 from mpcloud_operator.api.conditions import get_condition, set_condition
 from mpcloud_operator.kube import tracking
 from mpcloud_operator.kube.client import ApiException, error_message
-from mpcloud_operator.reconcile import references
+from mpcloud_operator.reconcile import observed, references
 from mpcloud_operator.reconcile.kind import Kind, NotObservable, StatusInput
 from mpcloud_operator.reconcile.queue import FULL
 from mpcloud_operator.runtime import Runtime
@@ -82,8 +82,10 @@ def _reconcile(runtime: Runtime, kind: Kind, namespace: str, name: str, need: in
         return Result("ok")
 
     prepared = None
+    refs = kind.references(obj)
+    runtime.references.record((kind.kind, namespace, name), namespace, refs)  # a change re-reconciles us
     try:
-        references.check(runtime, namespace, kind.references(obj))
+        references.check(runtime, namespace, refs)
         if kind.prepare is not None:  # kind-specific inputs of desired(): may refuse like a missing reference
             prepared = kind.prepare(runtime, obj)
     except references.ReferenceProblem as problem:
@@ -159,7 +161,8 @@ def write_status(runtime: Runtime, kind: Kind, obj: Any, body: dict[str, Any], p
     meta = body["metadata"]
     old = dict(body.get("status") or {})
     inputs = StatusInput(old=old, children=_status_children(runtime, kind, meta["namespace"], meta["name"]),
-                         problems=problems, now=runtime.now(), config=runtime.config, prepared=prepared)
+                         problems=problems, now=runtime.now(), config=runtime.config, prepared=prepared,
+                         observed=observed.views_for(runtime, kind, meta["namespace"], meta["name"]))
     new = kind.status(obj, inputs)
     # Only the condition types this reconciler owns (others, e.g. the scaler's, belong to other writers).
     new["conditions"] = [c for c in new.get("conditions", []) if c["type"] in kind.conditions]

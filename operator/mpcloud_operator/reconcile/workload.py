@@ -77,14 +77,18 @@ def env(variables: list[EnvVar]) -> list[dict[str, Any]]:
     return [_drop_false_optional(to_json(v)) for v in variables]
 
 
-def env_from(sources: list[EnvFromSource], bindings: Bindings | None = None) -> list[dict[str, Any]]:
-    """A container's `envFrom`: the spec's sources, then each bound Secret under its prefix."""
+def env_from(sources: list[EnvFromSource], bindings: Bindings | None = None,
+             provisioned: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """A container's `envFrom`: the spec's sources, then each bound Secret under its prefix — the spec's own
+    Secret, or for a binding the operator provisions, the Secret it writes (`provisioned`: binding -> name)."""
     out = [_drop_false_optional(to_json(s)) for s in sources]
     if bindings:
         for kind, prefix in BINDING_PREFIXES.items():
             binding = getattr(bindings, kind)
-            if binding:
-                out.append(_drop_false_optional({"secretRef": to_json(binding.secret_ref), "prefix": prefix}))
+            if binding is None:
+                continue
+            ref = to_json(binding.secret_ref) if binding.secret_ref else {"name": (provisioned or {})[kind]}
+            out.append(_drop_false_optional({"secretRef": ref, "prefix": prefix}))
     return out
 
 

@@ -1,5 +1,6 @@
-"""The runtime host's `context.db` on a real PostgreSQL (no cluster): Python and Node handlers, errors as JSON,
-the server down and back with nothing lost."""
+"""The runtime host's `context.db` on a real PostgreSQL (no cluster), through the function's own role as the
+operator provisions it: Python and Node handlers (add, query, update, count), errors as JSON, the server down and
+back with nothing lost."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ JS = """\
 exports.main = async (event, context) => {
   const todos = context.db.collection('todos');
   if (event.path === '/add') return { id: await todos.add(event.body) };
+  if (event.path === '/seen') {
+    await todos.update({ done: false }, { $set: { seen: true } });
+    return { seen: await todos.count({ seen: true }) };
+  }
   const open = await todos.query({ done: false }, [['n', -1]], 2);
   return { count: await todos.count(), open };
 };
@@ -48,6 +53,8 @@ def test_handlers_use_the_document_api_and_see_clear_errors(tenant, pg, tmp_path
         for host in (py, js):
             body = requests.get(f"{host.url}/list", timeout=10).json()
             assert body["count"] == 3 and [d["n"] for d in body["open"]] == [2, 0], body
+        r = requests.post(f"{js.url}/seen", timeout=10)  # Node's update() through the same role
+        assert r.status_code == 200 and r.json() == {"seen": 2}, r.text
 
         r = requests.get(f"{py.url}/secrets", timeout=10)
         assert r.status_code == 403 and r.json()["error"]["type"] == "PermissionDenied", r.text

@@ -15,6 +15,7 @@ from kubernetes import client
 
 from mpcloud_operator.devenv import postgres, seaweedfs
 from tests.integration.conftest import wait_until
+from tests.integration.custom_resources import CustomResources
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "mpcloud.io", "v1alpha1", "cloudfunctions"
@@ -30,33 +31,18 @@ def function(name: str, files: dict[str, str], runtime: str = "python3.11", **sp
     return body
 
 
-class Functions:
+class Functions(CustomResources):
+    kind, plural = "CloudFunction", PLURAL
+
     def __init__(self, api_client, namespace: str, gateway_url: str) -> None:
-        self.ns, self.gateway = namespace, gateway_url
-        self.custom = client.CustomObjectsApi(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-
-    def create(self, body: dict) -> dict:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
-
-    def get(self, name: str) -> dict:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
-
-    def patch(self, name: str, patch: dict) -> dict:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, patch)
+        super().__init__(api_client, namespace)
+        self.gateway = gateway_url
 
     def ready(self, name: str) -> dict:
-        st = self.get(name).get("status") or {}
-        return next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+        return self.condition(name, "Ready")
 
     def wait_reason(self, name: str, *reasons: str, timeout: float = 90) -> dict:
-        def reached():
-            fn = self.get(name)
-            cond = next((c for c in (fn.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
-            return (cond.get("reason") in reasons and cond.get("observedGeneration") == fn["metadata"]["generation"]
-                    and fn)
-        return wait_until(reached, timeout, interval=0.5, what=f"{name} Ready reason in {reasons}")
+        return self.wait_condition(name, "Ready", reasons=reasons, timeout=timeout, interval=0.5)
 
     def wait_serving(self, name: str, timeout: float = 120) -> dict:
         def serving():

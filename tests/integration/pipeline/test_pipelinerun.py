@@ -7,7 +7,12 @@ A sandboxed run (Kata RuntimeClass) lands on kwok nodes: its placement is proven
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import kubectl, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -87,7 +92,7 @@ def _time(text: str) -> float:
     return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
 
 
-def test_example_runs_in_dependency_order_with_parallel_branches_when_results_and_finally(pipelines):
+def test_example_runs_in_dependency_order_with_parallel_branches_when_results_and_finally(pipelines, kubeconfig):
     text = (ROOT / "examples" / "pipeline" / "pipeline.yaml").read_text()
     body = yaml.safe_load(text.replace("mpcloud.local/debian-python:IMAGE_TAG", pipelines.image))
     pipelines.create_pipeline("shop-ci", body["spec"])
@@ -127,6 +132,40 @@ def test_example_runs_in_dependency_order_with_parallel_branches_when_results_an
     log = pipelines.core.read_namespaced_pod_log(pod.metadata.name, pipelines.ns, container="step-post")
     assert log.strip() == "pipeline ship Completed; package Succeeded"
     assert ("Completed", cond["message"]) in pipelines.events("ship")
+    print(kubectl(kubeconfig, "get", "pr", "-n", pipelines.ns))
+
+
+def test_a_workspace_is_shared_between_tasks(pipelines):
+    """A PersistentVolume on the real node's host (the local cluster has no provisioner), bound by claim name:
+    one task writes, a later one reads."""
+    p = pipelines
+    host_dir = Path(tempfile.mkdtemp(prefix="mpcloud-ws-"))  # not under pytest's 0700 tmp dirs: pods traverse it
+    host_dir.chmod(0o777)  # the task pods run as 10001; hostPath volumes keep the host's ownership
+    pv = f"pv-{p.ns}"[:63]
+    p.core.create_persistent_volume({"metadata": {"name": pv}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+        "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(host_dir)},
+        "claimRef": {"namespace": p.ns, "name": "source"}}})
+    try:
+        p.core.create_namespaced_persistent_volume_claim(p.ns, {"metadata": {"name": "source"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": pv,
+            "resources": {"requests": {"storage": "1Gi"}}}})
+        ws = [{"name": "src", "workspace": "shared"}]
+        write = p.task("write", "echo 'built by $(context.pipelineRun.name)' > $(workspaces.src.path)/out.txt",
+                       workspaces=ws)
+        write["taskSpec"]["workspaces"] = [{"name": "src"}]
+        read = p.task("read", "cat $(workspaces.src.path)/out.txt", runAfter=["write"], workspaces=ws)
+        read["taskSpec"]["workspaces"] = [{"name": "src", "readOnly": True}]
+        p.create_run("shared", {"workspaces": [{"name": "shared"}], "tasks": [write, read]},
+                     workspaces=[{"name": "shared", "persistentVolumeClaim": {"claimName": "source"}}])
+        done = p.wait_done("shared", timeout=120)
+        assert next(c for c in done["status"]["conditions"] if c["type"] == "Succeeded")["reason"] == "Succeeded"
+        pod = p.core.list_namespaced_pod(p.ns, label_selector="batch.kubernetes.io/job-name=shared-read-1").items[0]
+        assert p.core.read_namespaced_pod_log(pod.metadata.name, p.ns).strip() == "built by shared"
+        assert (host_dir / "out.txt").read_text() == "built by shared\n"
+    finally:
+        p.core.delete_persistent_volume(pv)
+        shutil.rmtree(host_dir, ignore_errors=True)
 
 
 def test_failure_retries_and_finally(pipelines):
@@ -137,7 +176,8 @@ def test_failure_retries_and_finally(pipelines):
                retries=2),
         p.task("broken", 'echo "checking the build"; echo "3 tests failed" >&2; exit 3'),
         p.task("after-broken", "echo never", runAfter=["broken"]),
-    ], "finally": [p.task("cleanup", 'echo "cleanup after $(tasks.broken.status)"')]}
+    ], "finally": [p.task("cleanup", 'echo "cleanup after $(params.broken)"', taskParams=["broken"],
+                          params=[{"name": "broken", "value": "$(tasks.broken.status)"}])]}
     p.create_run("fails", spec)
     done = p.wait_done("fails")
     cond = next(c for c in done["status"]["conditions"] if c["type"] == "Succeeded")
@@ -150,6 +190,8 @@ def test_failure_retries_and_finally(pipelines):
     assert "3 tests failed" in tasks["broken"]["message"]
     assert tasks["after-broken"]["status"] == "Skipped" and tasks["after-broken"]["reason"] == "PipelineRunStopping"
     assert tasks["cleanup"]["status"] == "Succeeded"
+    pod = p.core.list_namespaced_pod(p.ns, label_selector="batch.kubernetes.io/job-name=fails-cleanup-1").items[0]
+    assert p.core.read_namespaced_pod_log(pod.metadata.name, p.ns).strip() == "cleanup after Failed"
     assert _time(tasks["cleanup"]["startTime"]) >= _time(tasks["broken"]["completionTime"])
     assert sorted(j.metadata.name for j in p.jobs("fails")) == [
         "fails-broken-1", "fails-cleanup-1", "fails-flaky-1", "fails-flaky-2"]
@@ -252,3 +294,16 @@ def test_sandboxed_run_lands_on_kata_nodes(pipelines):
                       what="the pod scheduled")
     assert p.core.read_node(node).metadata.labels.get("katacontainers.io/kata-runtime") == "true"
     assert p.get("sandboxed")["status"]["sandbox"] == "kata"
+
+
+def test_mpcloud_pipeline_run_waits_for_the_outcome(pipelines, kubeconfig):
+    p = pipelines
+    p.create_pipeline("hello", {"params": [{"name": "who"}],
+                                "tasks": [p.task("greet", 'echo "hello $(params.who)"')]})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT)]))
+    res = subprocess.run([sys.executable, "-m", "mpcloud_operator", "pipeline", "run", "hello", "-n", p.ns,
+                          "-p", "who=mpcloud", "--unsandboxed", "--wait", "--kubeconfig", str(kubeconfig)],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("pipelinerun/hello-") and "greet: Succeeded" in res.stdout
+    assert "Succeeded: Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 0" in res.stdout

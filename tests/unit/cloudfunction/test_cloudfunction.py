@@ -84,13 +84,30 @@ def test_children_are_hardened_owned_and_routed_by_label() -> None:
         assert o["metadata"]["ownerReferences"][0]["uid"] == "uid-hello"
 
 
-def test_bindings_secret_and_envfrom_only_when_bound() -> None:
+def test_bindings_secret_mounted_as_files_only_when_bound() -> None:
     bound = Prepared(image="i", code_hash="b" * 64, files={"index.py": PY}, binding_env={"MPCLOUD_DB_DSN": "x"})
     objs = {o["kind"]: o for o in resources.desired_objects(fn(), bound)}
-    assert objs["Secret"]["stringData"] == {"MPCLOUD_DB_DSN": "x"}
-    container = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert {"secretRef": {"name": "cf-hello-bindings"}} in container["envFrom"]
-    assert "Secret" not in {o["kind"] for o in resources.desired_objects(fn(), PREPARED)}
+    assert objs["Secret"]["data"] == {"MPCLOUD_DB_DSN": "eA=="}  # base64 of "x"
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "envFrom" not in container  # credentials never in the environment
+    assert {"name": "MPCLOUD_BINDINGS_DIR", "value": resources.BINDINGS_DIR} in container["env"]
+    assert {"name": "bindings", "mountPath": resources.BINDINGS_DIR, "readOnly": True} in container["volumeMounts"]
+    assert {"name": "bindings", "secret": {"secretName": "cf-hello-bindings", "defaultMode": 0o440}} in pod["volumes"]
+    unbound = {o["kind"]: o for o in resources.desired_objects(fn(), PREPARED)}
+    assert "Secret" not in unbound
+    assert all(v["name"] != "bindings" for v in unbound["Deployment"]["spec"]["template"]["spec"]["volumes"])
+
+
+def test_runtime_image_pull_policy_follows_the_reference() -> None:
+    from mpcloud_operator.config import OperatorConfig
+
+    assert OperatorConfig(function_image="r/f:1").function_pull_policy == "Always"
+    assert OperatorConfig(function_image="r/f@sha256:" + "a" * 64).function_pull_policy == "IfNotPresent"
+    assert OperatorConfig(function_image="r/f:1", function_image_pull_policy="IfNotPresent"
+                          ).function_pull_policy == "IfNotPresent"
+    dep = resources.deployment(fn(), Prepared(image="r/f:1", code_hash="b" * 64, image_pull_policy="Always"))
+    assert dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Always"
 
 
 def test_archive_source_fetches_in_an_init_container() -> None:
@@ -322,3 +339,112 @@ def test_derived_credentials_are_stable_per_identity_and_key() -> None:
     a = derive("key", "postgres", "ns", "app", "fn", "uid1")
     assert a == derive("key", "postgres", "ns", "app", "fn", "uid1") and len(a) == 32
     assert a != derive("key", "postgres", "ns", "app", "fn", "uid2") != derive("key2", "postgres", "ns", "app", "fn", "uid1")
+
+
+# ---------------------------------------------------------------- archive build failures (observed pods)
+
+
+def fetch_pod(name: str, hash_: str, exit_code: int | None, message: str = "", restarts: int = 0,
+              waiting: bool = False) -> dict[str, Any]:
+    terminated = {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed", "message": message}
+    status = {"name": resources.FETCH_CONTAINER, "restartCount": restarts,
+              "state": {"waiting": {"reason": "CrashLoopBackOff"}} if waiting else
+              ({"terminated": terminated} if exit_code is not None else {"running": {}}),
+              "lastState": {"terminated": terminated} if waiting else {}}
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": NS,
+                                        "labels": {resources.FUNCTION_LABEL: "hello", resources.SOURCE_LABEL: "archive"},
+                                        "annotations": {resources.CODE_HASH_ANNOTATION: hash_}},
+            "status": {"initContainerStatuses": [status]}}
+
+
+def test_pod_build_view_keeps_only_a_failed_fetch() -> None:
+    assert resources.pod_build_view(fetch_pod("p", "c" * 64, 0)) is None
+    assert resources.pod_build_view(fetch_pod("p", "c" * 64, None)) is None  # still fetching
+    v = resources.pod_build_view(fetch_pod("p", "c" * 64, 1, "archive digest sha256:1 does not match", 3, waiting=True))
+    assert v == {"hash": "c" * 64, "pod": "p", "message": "archive digest sha256:1 does not match", "restarts": 3}
+    assert resources.pod_build_view(fetch_pod("p", "c" * 64, 1, ""))["message"] == "Error (exit code 1)"
+    assert resources.pod_owner(fetch_pod("p", "c" * 64, 1)) == "hello"
+
+
+def test_archive_pods_are_labelled_for_the_watch() -> None:
+    f = fn(source={"archive": {"url": "http://files/code.tar.gz", "sha256": "c" * 64}})
+    template = resources.deployment(f, PREPARED)["spec"]["template"]
+    assert template["metadata"]["labels"][resources.SOURCE_LABEL] == "archive"
+    assert template["spec"]["initContainers"][0]["terminationMessagePath"] == "/dev/termination-log"
+    assert resources.SOURCE_LABEL not in resources.deployment(fn(), PREPARED)["spec"]["template"]["metadata"]["labels"]
+
+
+def test_status_build_failed_while_the_old_code_keeps_serving() -> None:
+    f = fn(generation=2, source={"archive": {"url": "http://files/code.tar.gz", "sha256": "c" * 64}})
+    old = {"servingHash": "a" * 64, "servingGeneration": 1}
+    rolling = view(2, 1, hash_="c" * 64, generation=3, observed=3, updated=1)
+    bad = resources.pod_build_view(fetch_pod("new", "c" * 64, 1, "cannot download http://files/code.tar.gz: HTTP 404"))
+    stale = resources.pod_build_view(fetch_pod("older", "b" * 64, 1, "an older failure"))
+    st = resources.compute_status(f, rolling, old, [], NOW, "http://gw", [bad, stale])
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert (ready["status"], ready["reason"]) == ("False", "BuildFailed")
+    assert "HTTP 404" in ready["message"] and "keep serving aaaaaaaaaaaa" in ready["message"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "BuildFailed")
+    assert st["servingHash"] == "a" * 64 and st["codeHash"] == "c" * 64
+    # Only failures of the current code count; once it serves, old failures are history.
+    assert ready_of(resources.compute_status(f, rolling, old, [], NOW, "http://gw", [stale]))[1] == "Serving"
+    done = resources.compute_status(f, view(1, 1, hash_="c" * 64, generation=3, observed=3), old, [], NOW,
+                                    "http://gw", [bad])
+    assert ready_of(done) == ("True", "Serving")
+
+
+def test_a_failed_fetch_pod_refreshes_the_status_with_an_event() -> None:
+    from mpcloud_operator.reconcile import observed
+    from mpcloud_operator.reconcile.queue import STATUS
+
+    archive = {"archive": {"url": "http://files/code.tar.gz", "sha256": "c" * 64}}
+    rt, kube = runtime_with([body(source=archive)], Checks())
+    kube.deployments_become_ready = False  # the init container never lets the pod start
+    kind = rt.kinds["CloudFunction"]
+    assert runner.reconcile(rt, kind, NS, "hello").outcome == "ok"
+    rt.primaries.put(("CloudFunction", NS, "hello"), kube.objects[("CloudFunction", NS, "hello")])
+    while rt.queue.get(timeout=0):
+        pass
+    (obs,) = kind.observed
+    observed.on_event(rt, kind, obs, "ADDED", fetch_pod("p1", "c" * 64, 1, "archive member '../x' would be written "
+                                                                          "outside the code directory"))
+    assert rt.queue.get(timeout=0) == (("CloudFunction", NS, "hello"), STATUS)
+    assert runner.reconcile(rt, kind, NS, "hello", STATUS).outcome == "ok"
+    status = kube.objects[("CloudFunction", NS, "hello")]["status"]
+    assert ready_of(status) == ("False", "BuildFailed")
+    assert ("BuildFailed", "Warning") in kube.events()
+    observed.on_event(rt, kind, obs, "MODIFIED", fetch_pod("p1", "c" * 64, 1, "archive member '../x' would be written "
+                                                                             "outside the code directory"))
+    assert rt.queue.get(timeout=0) is None  # same view: nothing to do
+    observed.on_event(rt, kind, obs, "DELETED", fetch_pod("p1", "c" * 64, 1))
+    assert rt.observed_views == {}
+
+
+def test_an_edited_configmap_source_re_reconciles_its_functions_with_the_new_hash() -> None:
+    from mpcloud_operator.reconcile import references
+    from mpcloud_operator.reconcile.queue import FULL
+
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "code", "namespace": NS},
+          "data": {"index.py": PY}}
+    rt, kube = runtime_with([cm, body(source={"configMapRef": {"name": "code"}})], Checks())
+    kind = rt.kinds["CloudFunction"]
+    assert runner.reconcile(rt, kind, NS, "hello").outcome == "ok"
+    first = kube.objects[("Deployment", NS, "cf-hello")]["spec"]["template"]["metadata"]["annotations"]
+    while rt.queue.get(timeout=0):
+        pass
+    edited = kube.put({**cm, "data": {"index.py": PY.replace("hello", "hi")}})
+    references.on_referenced_event(rt, "MODIFIED", edited)
+    assert rt.queue.get(timeout=0) == (("CloudFunction", NS, "hello"), FULL)
+    references.on_referenced_event(rt, "MODIFIED", edited)  # the same version again (a re-list)
+    rt.queue.done(("CloudFunction", NS, "hello"))
+    assert rt.queue.get(timeout=0) is None
+    rt.primaries.put(("CloudFunction", NS, "hello"), kube.objects[("CloudFunction", NS, "hello")])
+    assert runner.reconcile(rt, kind, NS, "hello").outcome == "ok"
+    second = kube.objects[("Deployment", NS, "cf-hello")]["spec"]["template"]["metadata"]["annotations"]
+    new_hash = resources.source_hash({"index.py": PY.replace("hello", "hi")})
+    assert second[resources.CODE_HASH_ANNOTATION] == new_hash != first[resources.CODE_HASH_ANNOTATION]
+    assert kube.objects[("CloudFunction", NS, "hello")]["status"]["codeHash"] == new_hash
+    other = kube.put({**cm, "metadata": {"name": "unrelated", "namespace": NS}})
+    references.on_referenced_event(rt, "ADDED", other)
+    assert rt.queue.get(timeout=0) is None

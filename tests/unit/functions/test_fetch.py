@@ -57,3 +57,33 @@ def test_members_cannot_escape(tmp_path: Path, make) -> None:
 def test_main_reports_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
     assert fetch.main(["--url", (tmp_path / "missing").as_uri(), "--sha256", "0" * 64, "--dest", str(tmp_path)]) == 1
     assert "cannot download" in capsys.readouterr().err
+
+
+def test_termination_message_is_one_bounded_line_without_the_query(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "termination-log"
+    log.write_text("")  # the kubelet creates it in a pod
+    long_url = "http://127.0.0.1:9/" + "x" * 3000 + "?X-Amz-Signature=secret"
+    assert fetch.main(["--url", long_url, "--sha256", "0" * 64, "--dest", str(tmp_path / "c"),
+                       "--termination-log", str(log)]) == 1
+    message = log.read_text()
+    assert message.count("\n") == 1 and message.startswith("cannot download http://127.0.0.1:9/xxx")
+    assert len(message.encode()) <= fetch.MESSAGE_MAX + 1 and "secret" not in message
+    assert "secret" not in capsys.readouterr().err
+
+
+def test_digest_mismatch_message_names_both_digests(tmp_path: Path) -> None:
+    src = tmp_path / "a.tgz"
+    data = _tar({"index.py": b"x"})
+    src.write_bytes(data)
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    assert fetch.main(["--url", src.as_uri(), "--sha256", "0" * 64, "--dest", str(tmp_path / "c"),
+                       "--termination-log", str(log)]) == 1
+    assert hashlib.sha256(data).hexdigest() in log.read_text() and "0" * 64 in log.read_text()
+
+
+def test_no_termination_file_is_created_outside_a_pod(tmp_path: Path) -> None:
+    log = tmp_path / "absent"
+    fetch.main(["--url", (tmp_path / "missing").as_uri(), "--sha256", "0" * 64, "--dest", str(tmp_path),
+                "--termination-log", str(log)])
+    assert not log.exists()

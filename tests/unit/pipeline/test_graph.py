@@ -108,3 +108,11 @@ def test_a_cycle_is_a_clear_error():
     cyclic = PipelineSpec.model_validate({"tasks": [task("a")]}).tasks[0].model_copy(update={"run_after": ["a"]})
     with pytest.raises(ValueError, match="cycle"):
         graph.build(PipelineSpec.model_construct(tasks=[cyclic], finally_=[]))
+
+
+def test_cli_graph_target_forms():
+    # A file as TARGET (as --file), SVG on stdout with -o -, and a clear error for an unknown TARGET prefix.
+    result = CliRunner().invoke(main, ["pipeline", "graph", str(EXAMPLE), "-o", "-"])
+    assert result.exit_code == 0 and result.output.lstrip().startswith("<?xml") and "notify" in result.output
+    result = CliRunner().invoke(main, ["pipeline", "graph", "job/x"])
+    assert result.exit_code == 2 and "run/NAME" in result.output

@@ -147,3 +147,36 @@ def test_status_refresh_follows_the_deployment() -> None:
     ready = next(c for c in kube.status_writes()[-1]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "NoReplicasAvailable")
     assert kube.verbs("apply") == []
+
+
+def test_queue_keeps_one_wake_up_per_key() -> None:
+    q = WorkQueue()
+    for delay in (30.0, 60.0, 90.0):  # a run asking for its deadline on every reconcile
+        q.add_after("run", delay)
+    assert len(q) == 1
+    q.add_after("run", 0.1)  # an earlier one still counts
+    assert len(q) == 2
+    assert q.get(timeout=2) == ("run", FULL)
+
+
+# ---------------------------------------------------------------- referenced objects (references.ReferenceIndex)
+
+
+def test_reference_index_wakes_only_dependents_and_only_on_a_new_version() -> None:
+    from mpcloud_operator.reconcile.kind import Reference
+    from mpcloud_operator.reconcile.references import ReferenceIndex
+
+    index = ReferenceIndex()
+    a, b = ("CloudFunction", "ns", "a"), ("MiniProgramApp", "ns", "b")
+    index.record(a, "ns", [Reference("ConfigMap", "code"), Reference("RuntimeClass", "kata")])
+    index.record(b, "ns", [Reference("ConfigMap", "code"), Reference("Secret", "s")])
+    assert index.changed("ConfigMap", "ns", "code", "1") == [a, b]
+    assert index.changed("ConfigMap", "ns", "code", "1") == []  # a re-list of the same version
+    assert index.changed("ConfigMap", "other", "code", "1") == []  # another namespace's ConfigMap
+    assert index.changed("RuntimeClass", None, "kata", "7") == [a]  # cluster-scoped
+    index.record(a, "ns", [Reference("RuntimeClass", "kata")])  # a's spec no longer points at the ConfigMap
+    assert index.changed("ConfigMap", "ns", "code", "2") == [b]
+    index.forget(b)
+    assert index.changed("ConfigMap", "ns", "code", "3") == [] and index.changed("ConfigMap", "ns", "code", None,
+                                                                               deleted=True) == []
+    assert len(index) == 1
