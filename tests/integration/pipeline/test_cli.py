@@ -30,7 +30,7 @@ def test_cli_runs_the_example_watches_it_and_draws_the_run(api_client, kubeconfi
     client.CustomObjectsApi(api_client).create_namespaced_custom_object("mpcloud.io", "v1alpha1", namespace,
                                                                         "pipelines", body)
     run = mpcloud(kubeconfig, "run", "shop-ci", "-n", namespace, "-p", "revision=3f2a9c1d", "--unsandboxed",
-                  "--watch", "--timeout", "240")
+                  "--watch", "--watch-timeout", "240")
     assert run.returncode == 0, run.stdout + run.stderr
     name = run.stdout.splitlines()[0].split("/")[1].split()[0]
     assert name.startswith("shop-ci-") and "package" in run.stdout and "Succeeded" in run.stdout
