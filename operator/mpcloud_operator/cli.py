@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("mpcloud_operator.commands.replay", "replay"),
     "keepalive": ("mpcloud_operator.commands.keepalive", "keepalive"),
     "pipeline": ("mpcloud_operator.commands.pipeline", "pipeline"),
+    "anomaly": ("mpcloud_operator.commands.anomaly", "anomaly"),
     "cluster": (f"{DEVENV}.commands", "cluster"),
     "kubectl": (f"{DEVENV}.commands", "kubectl"),
     "demo": (f"{DEVENV}.commands", "demo"),

@@ -91,7 +91,8 @@ class OperatorConfig(BaseModel):
             "workers": environ.get("MPCLOUD_WORKERS"),
             "lease_name": environ.get("MPCLOUD_LEASE_NAME"),
             **{name: environ.get("MPCLOUD_" + name.upper()) for name in (
-                "function_image", "function_image_pull_policy", "gateway_url", "demand_port", "webhook_port", "postgres_admin_dsn", "postgres_function_host",
+                "function_image", "function_image_pull_policy", "gateway_url", "demand_port", "webhook_port", "postgres_admin_dsn",
+                "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
                 "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",
                 "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image")},

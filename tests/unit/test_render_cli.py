@@ -41,4 +41,5 @@ def test_render_prints_functions_with_placeholders_for_what_the_cluster_provides
 def test_every_kind_that_prepares_at_reconcile_renders_offline():
     from mpcloud_operator.kinds import KINDS
 
+    # A PipelineRun renders the Jobs a new run of an embedded spec starts with (a pipelineRef needs the cluster).
     assert [k.kind for k in KINDS if k.prepare and not k.offline] == []

@@ -38,6 +38,10 @@ def render(files: tuple[Path, ...], namespace: str) -> None:
             # Owner references need the stored object's uid, which only the API server assigns.
             meta.setdefault("uid", PLACEHOLDER_UID)
             name = f"{path}: {doc['kind']}/{doc['metadata'].get('name', '?')}"
+            if by_kind[doc["kind"]].prepare is not None and by_kind[doc["kind"]].offline is None:
+                # its children depend on what the cluster holds (a run's Jobs follow the run's progress)
+                click.echo(f"{name}: skipped (its children depend on the cluster's state)", err=True)
+                continue
             try:
                 obj = by_kind[doc["kind"]].model.from_body(doc)
             except ValidationError as exc:

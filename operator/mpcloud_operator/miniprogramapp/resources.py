@@ -231,7 +231,9 @@ def desired_objects(app: MiniProgramApp, prepared: AppPrepared = NOTHING_PREPARE
 
 
 def absent_objects(app: MiniProgramApp, prepared: AppPrepared = NOTHING_PREPARED) -> list[dict[str, Any]]:
-    """Objects the app must *not* have now (delete if present), as apiVersion/kind/metadata stubs."""
+    """Objects the app must *not* have now (delete if present), as apiVersion/kind/metadata stubs. (The managed
+    database Secret is not listed: Secrets are not watched, so checking would cost a DELETE per reconcile of
+    every app; one left by `managed` switched off goes with the app.)"""
     out = []
     if pod_disruption_budget(app) is None:
         out.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",

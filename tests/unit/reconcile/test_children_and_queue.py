@@ -149,16 +149,6 @@ def test_status_refresh_follows_the_deployment() -> None:
     assert kube.verbs("apply") == []
 
 
-def test_queue_keeps_one_wake_up_per_key() -> None:
-    q = WorkQueue()
-    for delay in (30.0, 60.0, 90.0):  # a run asking for its deadline on every reconcile
-        q.add_after("run", delay)
-    assert len(q) == 1
-    q.add_after("run", 0.1)  # an earlier one still counts
-    assert len(q) == 2
-    assert q.get(timeout=2) == ("run", FULL)
-
-
 # ---------------------------------------------------------------- referenced objects (references.ReferenceIndex)
 
 
@@ -180,3 +170,13 @@ def test_reference_index_wakes_only_dependents_and_only_on_a_new_version() -> No
     assert index.changed("ConfigMap", "ns", "code", "3") == [] and index.changed("ConfigMap", "ns", "code", None,
                                                                                deleted=True) == []
     assert len(index) == 1
+
+
+def test_queue_keeps_one_wake_up_per_key() -> None:
+    q = WorkQueue()
+    for delay in (30.0, 60.0, 90.0):  # a run asking for its deadline on every reconcile
+        q.add_after("run", delay)
+    assert len(q) == 1
+    q.add_after("run", 0.1)  # an earlier one still counts
+    assert len(q) == 2
+    assert q.get(timeout=2) == ("run", FULL)
