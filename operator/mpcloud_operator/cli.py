@@ -30,7 +30,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "postgres": (f"{DEVENV}.commands", "postgres"),
     "seaweedfs": (f"{DEVENV}.commands", "seaweedfs"),
     "git": (f"{DEVENV}.commands", "git"),
-    "pipeline": ("mpcloud_operator.commands.pipeline", "pipeline"),
     "traffic": (f"{DEVENV}.commands", "traffic"),
     "image": (f"{DEVENV}.commands", "image"),
 }
