@@ -24,7 +24,7 @@ postgres:  ## Debian's PostgreSQL server (initdb, postgres): the demo and the do
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
 # The real node (containerd, runc, CNI bridge, kube-proxy's nftables) and the image builder (mmdebstrap).
-NODE_PACKAGES = containerd runc containernetworking-plugins nftables iptables iproute2 openssl mmdebstrap
+NODE_PACKAGES = containerd runc containernetworking-plugins nftables iptables iproute2 openssl mmdebstrap git
 node-packages:  ## Debian packages the local cluster's real node and `mpcloud image build` need
 	@dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(NODE_PACKAGES); }

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prometheus": (f"{DEVENV}.commands", "prometheus"),
     "postgres": (f"{DEVENV}.commands", "postgres"),
     "seaweedfs": (f"{DEVENV}.commands", "seaweedfs"),
+    "git": (f"{DEVENV}.commands", "git"),
     "traffic": (f"{DEVENV}.commands", "traffic"),
     "image": (f"{DEVENV}.commands", "image"),
 }

@@ -11,6 +11,7 @@ GROUP = "mpcloud.io"
 VERSION = "v1alpha1"
 FIELD_MANAGER = "mpcloud"  # the reconciler: children, its status conditions and counts
 SCALER_FIELD_MANAGER = "mpcloud-scaler"  # the scaling loop: Deployment spec.replicas, ScalingDegraded, forecast
+TRIGGER_FIELD_MANAGER = "mpcloud-triggers"  # pipeline triggers: the PipelineRuns they create (and cancel)
 
 
 class OperatorConfig(BaseModel):
@@ -39,6 +40,8 @@ class OperatorConfig(BaseModel):
                              "function gateway, for status.url.")
     demand_port: int = Field(default=8082, description="Port of the operator's /demand endpoint (the gateway pushes "
                              "scale-from-zero demand to it).")
+    webhook_port: int = Field(default=8083, description="Port of the operator's Git webhook endpoint "
+                              "(/hooks/git/<namespace>/<pipeline>[/<trigger>]; leader only).")
     postgres_admin_dsn: str | None = Field(default=None, description="PostgreSQL superuser DSN for provisioning "
                                            "databases and roles; unset = database bindings are refused.")
     postgres_function_host: str | None = Field(default=None, description="host:port function pods use to reach "
@@ -88,7 +91,7 @@ class OperatorConfig(BaseModel):
             "workers": environ.get("MPCLOUD_WORKERS"),
             "lease_name": environ.get("MPCLOUD_LEASE_NAME"),
             **{name: environ.get("MPCLOUD_" + name.upper()) for name in (
-                "function_image", "function_image_pull_policy", "gateway_url", "demand_port", "postgres_admin_dsn",
+                "function_image", "function_image_pull_policy", "gateway_url", "demand_port", "webhook_port", "postgres_admin_dsn",
                 "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
                 "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",

@@ -8,6 +8,7 @@ event loop has ticked within the last 30 s (a wedged loop fails the liveness pro
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,16 @@ class HealthState:
         while True:
             self.heartbeat = time.monotonic()
             await asyncio.sleep(5)
+
+
+def send_json(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
+    """Answer an http.server request with `body` as JSON (the operator's /demand and webhook endpoints)."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def serve(state: HealthState, host: str, port: int) -> ThreadingHTTPServer:

@@ -81,6 +81,37 @@ class TTLSet:
         self._seen[name] = self.clock()
 
 
+class ParsedPrimaries:
+    """The watch cache's objects of one kind as validated models, each resourceVersion validated once: for loops
+    that look at every object each second (the function scaler, the pipeline schedules). None: gone, being
+    deleted, or invalid (the reconciler reports that on the object's status)."""
+
+    def __init__(self, primaries: PrimaryStore, kind: str, model: Any) -> None:
+        self.primaries, self.kind, self.model = primaries, kind, model
+        self._parsed: dict[tuple[str, str], tuple[str | None, Any]] = {}
+
+    def get(self, key: tuple[str, str]) -> Any:
+        from pydantic import ValidationError
+
+        body = self.primaries.get((self.kind, *key))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self._parsed.pop(key, None)
+            return None
+        version = body["metadata"].get("resourceVersion")
+        cached = self._parsed.get(key)
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]
+        try:
+            obj = self.model.from_body(body)
+        except ValidationError:
+            obj = None
+        self._parsed[key] = (version, obj)
+        return obj
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._parsed.pop(key, None)
+
+
 @dataclass
 class Runtime:
     kube: Any  # KubeClient, or FakeClient in unit tests

@@ -24,7 +24,7 @@ Key = tuple[str, str | None, str]
 
 @dataclass(frozen=True)
 class Action:
-    verb: str  # apply | apply_status | apply_scale | get | list | delete | event
+    verb: str  # apply | apply_status | apply_scale | create | get | list | delete | event
     kind: str
     namespace: str | None
     name: str
@@ -54,7 +54,8 @@ class FakeClient:
         return copy.deepcopy(obj)
 
     def writes(self) -> list[Action]:
-        return [a for a in self.actions if a.verb in ("apply", "apply_status", "apply_scale", "delete", "event")]
+        return [a for a in self.actions if a.verb in ("apply", "apply_status", "apply_scale", "create", "delete",
+                                                             "event")]
 
     def verbs(self, *verbs: str) -> list[tuple[str, str]]:
         return [(a.verb, a.kind) for a in self.actions if a.verb in verbs]
@@ -117,6 +118,13 @@ class FakeClient:
         obj = self.objects[(kind, namespace, name)]
         obj.setdefault("spec", {})["replicas"] = replicas
         return {"spec": {"replicas": replicas}}
+
+    def create(self, obj: dict[str, Any], manager: str | None = None) -> dict[str, Any] | None:
+        key = self._key(obj)
+        self.actions.append(Action("create", *key, copy.deepcopy(obj)))
+        if key in self.objects:
+            return None
+        return self.put(obj)
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         self.actions.append(Action("get", kind, namespace, name))

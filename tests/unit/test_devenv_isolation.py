@@ -108,7 +108,7 @@ def test_cli_reaches_dev_commands_only_by_name():
     from mpcloud_operator import cli
 
     dev = {name for name, (module, _) in cli.COMMANDS.items() if module.startswith(DEVENV)}
-    assert dev == {"cluster", "kubectl", "demo", "prometheus", "postgres", "seaweedfs", "traffic", "image"}
+    assert dev == {"cluster", "kubectl", "demo", "prometheus", "postgres", "seaweedfs", "traffic", "image", "git"}
 
 
 def test_without_devenv_the_dev_commands_fail_with_one_clear_line():

@@ -16,6 +16,9 @@ from mpcloud_operator.kinds import KINDS, REFERENCED, WATCHED_REFERENCES
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ROLE, REFERENCES_ROLE = "mpcloud-operator", "mpcloud-operator-references"
 BINDINGS_ROLE = "mpcloud-operator-bindings"
+TRIGGERS_ROLE = "mpcloud-operator-triggers"
+# The one spec write: pipeline triggers create runs, and a Replace schedule cancels its previous run.
+TRIGGER_WRITES = {("mpcloud.io", "pipelineruns", "create"), ("mpcloud.io", "pipelineruns", "patch")}
 
 
 def _rules(role: str) -> set[tuple[str, str, str]]:
@@ -63,8 +66,10 @@ def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
     observed = {obs.plural for kind in KINDS for obs in kind.observed}
     assert not {r for r in granted if r[1] in observed and r[2] not in ("get", "list", "watch")}
     for kind in KINDS:
-        assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")}
+        assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")} - TRIGGER_WRITES
+    assert TRIGGER_WRITES <= granted
     assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}
+    assert _rules(TRIGGERS_ROLE) == {("", "secrets", "get")}  # a git trigger's webhook secret, per delivery
     # Functions' bindings Secrets: written (and deleted when the last binding goes) only where a namespace opts
     # in, never read back.
     assert _rules(BINDINGS_ROLE) == {("", "secrets", "create"), ("", "secrets", "patch"), ("", "secrets", "delete")}

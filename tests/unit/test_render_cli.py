@@ -38,8 +38,8 @@ def test_render_prints_functions_with_placeholders_for_what_the_cluster_provides
     assert secrets and all(set(s["data"].values()) == {placeholder} for s in secrets)
 
 
-def test_kinds_with_lasting_children_render_offline():
+def test_every_kind_that_prepares_at_reconcile_renders_offline():
     from mpcloud_operator.kinds import KINDS
 
-    # Only a run's children (Jobs that follow its progress) cannot be rendered without the cluster.
-    assert [k.kind for k in KINDS if k.prepare and not k.offline] == ["PipelineRun"]
+    # A PipelineRun renders the Jobs a new run of an embedded spec starts with (a pipelineRef needs the cluster).
+    assert [k.kind for k in KINDS if k.prepare and not k.offline] == []

@@ -33,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mpcloud_operator.cloudfunction.model import KIND, CloudFunction, FunctionScaling
 from mpcloud_operator.cloudfunction.resources import child_name, children_name
 from mpcloud_operator.config import SCALER_FIELD_MANAGER
+from mpcloud_operator.health import send_json
 from mpcloud_operator.reconcile.replicas import set_replicas
+from mpcloud_operator.runtime import ParsedPrimaries
 
 log = logging.getLogger("mpcloud.cloudfunction.scaler")
 # In "minutes" of the scaler's clock (60 s; tests and the live keep-alive replay compress it):
@@ -185,7 +187,8 @@ class FunctionScaler:
 
         self.store = KeepAliveStore(runtime)
         self.reasons: dict[tuple[str, str], str] = {}
-        self.parsed: dict[tuple[str, str], tuple[str | None, CloudFunction | None]] = {}
+        # the tick runs every second: validate each version once, not once per tick
+        self.functions = ParsedPrimaries(runtime.primaries, KIND, CloudFunction)
         self.status_written: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -221,24 +224,11 @@ class FunctionScaler:
             self.demand.pop((namespace, name), None)
         self.reasons.pop((namespace, name), None)
         self.status_written.pop((namespace, name), None)
-        self.parsed.pop((namespace, name), None)
+        self.functions.forget((namespace, name))
 
     # ---------------------------------------------------------------- the tick
     def _function(self, key: tuple[str, str]) -> CloudFunction | None:
-        body = self.runtime.primaries.get((KIND, *key))
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            self.parsed.pop(key, None)
-            return None
-        version = body["metadata"].get("resourceVersion")
-        cached = self.parsed.get(key)
-        if cached is not None and version is not None and cached[0] == version:
-            return cached[1]  # the tick runs every second: validate each version once, not once per tick
-        try:
-            fn = CloudFunction.from_body(body)
-        except ValidationError:
-            fn = None  # the reconciler reports it
-        self.parsed[key] = (version, fn)
-        return fn
+        return self.functions.get(key)
 
     def _current(self, key: tuple[str, str]) -> int | None:
         view = self.runtime.child_views.get(("Deployment", key[0], children_name(key[1])))
@@ -427,12 +417,7 @@ def serve_demand(scaler: FunctionScaler, host: str, port: int) -> ThreadingHTTPS
             self._reply(200, {"replicas": out})
 
         def _reply(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, code, body)
 
         def log_message(self, *args: object) -> None:  # a push per second per busy function
             pass

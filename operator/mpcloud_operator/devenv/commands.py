@@ -16,6 +16,7 @@ import time
 
 import click
 
+from mpcloud_operator.devenv import gitserver as local_git
 from mpcloud_operator.devenv import postgres as local_postgres
 from mpcloud_operator.devenv import seaweedfs as local_seaweedfs
 from mpcloud_operator.devenv import prometheus as local_prometheus
@@ -219,6 +220,57 @@ def seaweedfs_down(kill: bool) -> None:
 def seaweedfs_status() -> None:
     """Whether it runs, its S3 URL, listen addresses and the admin access key id."""
     click.echo(json.dumps(local_seaweedfs.status(), indent=2))
+
+
+@click.group("git")
+def git() -> None:
+    """Local Git server (git daemon, bare repositories, GitHub-style push webhooks): state in $MPCLOUD_HOME/git."""
+
+
+@git.command("up")
+@click.option("--port", type=int, default=local_git.DEFAULT_PORT, show_default=True)
+@click.option("--pod-network", is_flag=True, help="also listen on the local cluster's real-node bridge gateway, "
+              "so pipeline steps can clone")
+def git_up(port: int, pod_network: bool) -> None:
+    """Start the server (idempotent) and print its base URL."""
+    listen = None
+    if pod_network:
+        from mpcloud_operator.devenv.functions import pod_reachable_host
+
+        gateway, _ = pod_reachable_host()
+        if not gateway:
+            raise click.ClickException("--pod-network: the local cluster has no real node (`mpcloud cluster up`)")
+        listen = [gateway]
+    try:
+        click.echo(local_git.up(port_=port, listen=listen))
+    except local_git.GitServerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@git.command("repo")
+@click.argument("name")
+@click.option("--webhook", "webhook_url", default=None, help="URL pushes are delivered to, e.g. "
+              "http://127.0.0.1:8083/hooks/git/<namespace>/<pipeline>/<trigger>")
+@click.option("--secret", default=None, help="secret the deliveries are signed with (X-Hub-Signature-256)")
+def git_repo(name: str, webhook_url: str | None, secret: str | None) -> None:
+    """Create a bare repository (idempotent) and set its webhook; print its clone URL."""
+    try:
+        local_git.create_repo(name, webhook_url=webhook_url, secret=secret)
+        click.echo(local_git.url(name))
+    except (local_git.GitServerError, FileNotFoundError) as exc:
+        raise click.ClickException(f"{exc} (is the server up? `mpcloud git up`)") from exc
+
+
+@git.command("down")
+def git_down() -> None:
+    """Stop the server (the repositories stay)."""
+    click.echo("stopped" if local_git.down() else "not running")
+
+
+@git.command("status")
+def git_status() -> None:
+    """Whether it runs, its port, addresses and repositories."""
+    click.echo(json.dumps(local_git.status(), indent=2))
 
 
 @click.group("traffic")

@@ -33,6 +33,8 @@ class OperatorProcess:
         self.extra_env, self.detach = dict(env or {}), detach
         # The function scaler's /demand endpoint (the gateway pushes to it): a free port unless the env sets one.
         self.demand_port = int(self.extra_env.setdefault("MPCLOUD_DEMAND_PORT", str(free_port())))
+        # The Git webhook endpoint (pipeline triggers): likewise.
+        self.webhook_port = int(self.extra_env.setdefault("MPCLOUD_WEBHOOK_PORT", str(free_port())))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:

@@ -174,6 +174,18 @@ class KubeClient:
                             content_type="application/apply-patch+yaml",
                             query=[("fieldManager", manager), ("force", "true")])
 
+    def create(self, obj: dict[str, Any], manager: str | None = None) -> dict[str, Any] | None:
+        """POST `obj` as `manager`; None when an object of its name already exists (the API server's 409), which
+        makes a deterministic name a dedupe key (runs a trigger starts)."""
+        meta = obj["metadata"]
+        try:
+            return self.request("POST", self.paths.collection(obj["kind"], meta.get("namespace")), body=obj,
+                                query=[("fieldManager", manager or self.field_manager)])
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:

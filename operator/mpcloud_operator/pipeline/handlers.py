@@ -35,6 +35,7 @@ from mpcloud_operator.pipeline.model import (
     PipelineSpec,
     seconds,
 )
+from mpcloud_operator.pipeline.trigger_loop import pipeline_triggers
 from mpcloud_operator.reconcile.kind import ChildKind, Kind, NotObservable, Reference, StatusInput
 
 CHILDREN = (
@@ -208,16 +209,40 @@ def prepare(runtime: Any, run: PipelineRun) -> Prepared:
         spec, params, observed, start=start, now=now, cancel=run.spec.status,
         pipeline_timeout=seconds(timeouts.pipeline), tasks_timeout=seconds(timeouts.tasks),
         finally_timeout=seconds(timeouts.finally_), context=ctx))
+    _planned(run, prepared, plan, params, ctx, runtime.config)
+    return prepared
+
+
+def _planned(run: PipelineRun, prepared: Prepared, plan: dag.Plan, params: dict[str, str], ctx: dict[str, str],
+             config: Any) -> None:
+    """The objects the plan calls for: Jobs to start, Jobs to stop, the workspace claims."""
     prepared.plan = plan
-    config = runtime.config
+    spec = prepared.spec
+    assert spec is not None
     for s in plan.start:
         inputs = resources.TaskInputs(spec.task(s.task), s.attempt, s.params, params, ctx,  # type: ignore[arg-type]
                                       config.pipeline_helper_image, config.unsandboxed_node_pool)
         prepared.jobs.append(resources.job(run, inputs))
-    prepared.stops = [{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": s.job_name, "namespace": run.metadata.namespace}}
+    prepared.stops = [{"apiVersion": "batch/v1", "kind": "Job",
+                       "metadata": {"name": s.job_name, "namespace": run.metadata.namespace}}
                       for s in plan.stop if s.job_name]
     if not plan.done:
         prepared.claims = [resources.claim(run, b) for b in run.spec.workspaces if b.volume_claim_template is not None]
+
+
+def offline(run: PipelineRun) -> Prepared:
+    """For `mpcloud render`: what a new run of an embedded spec creates first (a pipelineRef needs the cluster)."""
+    from mpcloud_operator.config import OperatorConfig
+
+    spec = run.spec.pipeline_spec
+    given = {p.name: p.value for p in run.spec.params}
+    if spec is None or validate.run_problems(spec, given, run.spec.workspaces):
+        return Prepared(finished=True)
+    params, ctx = validate.param_values(spec, given), context(run)
+    start = datetime(2026, 1, 1).astimezone()
+    prepared = Prepared(spec=spec, start=start)
+    plan = dag.plan(dag.RunInput(spec, params, {}, start=start, now=start, context=ctx))
+    _planned(run, prepared, plan, params, ctx, OperatorConfig())
     return prepared
 
 
@@ -312,6 +337,7 @@ def _kinds() -> tuple[Kind, Kind]:
     pipeline = Kind(
         kind=PIPELINE_KIND, plural="pipelines", model=Pipeline, desired=lambda obj: [], status=pipeline_status,
         events=pipeline_events, conditions=("Ready",), owned_status_fields=(), short_names=("pl",),
+        loops=(pipeline_triggers,),  # cron schedules and the Git webhook endpoint (pipeline/trigger_loop.py)
         printer_columns=(
             column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Valid"),
             column("Reason", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
@@ -320,7 +346,7 @@ def _kinds() -> tuple[Kind, Kind]:
     )
     run = Kind(
         kind=RUN_KIND, plural="pipelineruns", model=PipelineRun, children=CHILDREN, desired=desired, absent=absent,
-        references=references, prepare=prepare, status=run_status, events=run_events, requeue_after=requeue_after,
+        references=references, prepare=prepare, offline=offline, status=run_status, events=run_events, requeue_after=requeue_after,
         conditions=(SUCCEEDED,), owned_status_fields=RUN_STATUS_FIELDS, short_names=("pr",),
         printer_columns=(
             column("Succeeded", '.status.conditions[?(@.type=="Succeeded")].status', description="Succeeded condition"),

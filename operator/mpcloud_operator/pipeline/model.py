@@ -23,6 +23,7 @@ from mpcloud_operator.api.conditions import Condition
 from mpcloud_operator.api.parts import EnvVar, Resources, Sandbox
 from mpcloud_operator.api.schema import APIModel, CustomResource, Rule, cel, list_map, nested
 from mpcloud_operator.api.types import ImageRef, Label, Name
+from mpcloud_operator.pipeline.triggers import PipelineTriggers
 
 API_VERSION = "mpcloud.io/v1alpha1"
 PIPELINE_KIND = "Pipeline"
@@ -242,6 +243,9 @@ class PipelineSpec(APIModel):
     """Tasks run after all tasks finished, whether they succeeded, failed or were skipped."""
     results: list[PipelineResult] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("name"))
     """Results of the run, from task results."""
+    triggers: PipelineTriggers | None = None
+    """Git push webhooks and cron schedules that start runs (pipeline/triggers.py); ignored when embedded in a
+    PipelineRun."""
 
     @model_validator(mode="after")
     def _rules(self) -> PipelineSpec:

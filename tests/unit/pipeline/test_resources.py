@@ -105,30 +105,12 @@ def test_pipeline_run_command_builds_a_run():
     from mpcloud_operator.cli import main
     from mpcloud_operator.commands.pipeline import run_body
 
-    body = run_body("shop-ci", {"revision": "abc"}, unsandboxed=True, timeout="10m")
+    pl = {"metadata": {"name": "shop-ci", "namespace": "ci"}, "spec": {}}
+    body = run_body(pl, [{"name": "revision", "value": "abc"}], unsandboxed=True, timeout="10m")
     run = PipelineRun.model_validate({**body, "metadata": {"name": "x", "namespace": "ci"}})
     assert run.spec.pipeline_ref.name == "shop-ci" and run.spec.sandbox.unsandboxed
-    assert body["metadata"] == {"generateName": "shop-ci-"} and run.spec.timeouts.pipeline == "10m"
+    assert body["metadata"]["generateName"] == "shop-ci-" and run.spec.timeouts.pipeline == "10m"
     result = CliRunner().invoke(main, ["pipeline", "run", "p", "-p", "novalue"])
     assert result.exit_code == 2 and "use NAME=VALUE" in result.output
 
 
-def test_graph_layers_and_svg(tmp_path):
-    from click.testing import CliRunner
-
-    from mpcloud_operator.cli import main
-    from mpcloud_operator.pipeline import graph
-    from mpcloud_operator.pipeline.model import Pipeline
-    from pathlib import Path
-    import yaml
-
-    path = Path(__file__).resolve().parents[3] / "examples" / "pipeline" / "pipeline.yaml"
-    doc = yaml.safe_load(path.read_text())
-    spec = Pipeline.model_validate({**doc, "metadata": {"name": "shop-ci", "namespace": "x"}}).spec
-    assert graph.layers(spec) == [["version"], ["lint", "unit-tests"], ["package"], ["canary"]]
-    svg = graph.render(spec, {"version": "Succeeded", "canary": "Skipped"}, "shop-ci")
-    assert svg.startswith("<svg") and svg.count("<rect") == 1 + 6 and "finally" in svg and "Skipped" in svg
-    out = tmp_path / "g.svg"
-    result = CliRunner().invoke(main, ["pipeline", "graph", str(path), "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    assert out.read_text() == graph.render(spec, {}, "shop-ci")
