@@ -22,6 +22,7 @@ number of volume slots.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -66,6 +67,15 @@ def identity_config(access_key: str, secret_key: str) -> dict:
                             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 
 
+def local_socket(base: Path, name: str) -> str:
+    """Each process's own local socket. SeaweedFS's default, /tmp/seaweedfs-s3-<port>.sock, is shared by the
+    server's S3 and an extra gateway on another address (same port number) and by every base using a port."""
+    path = f"{base}/{name}.sock"
+    if len(path) < 100:  # sockaddr_un holds ~104 bytes
+        return path
+    return f"/tmp/mpcloud-weed-{hashlib.sha256(path.encode()).hexdigest()[:12]}.sock"
+
+
 def server_args(base: Path, ports: dict[str, int]) -> list[str]:
     return [
         "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={base / 'data'}", "-master.peers=none",
@@ -75,6 +85,7 @@ def server_args(base: Path, ports: dict[str, int]) -> list[str]:
         "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
         "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.config={base / 's3.json'}",
         "-s3.iam", "-s3.iam.readOnly=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.localSocket={local_socket(base, 's3')}", f"-filer.localSocket={local_socket(base, 'filer')}",
     ]
 
 
@@ -83,7 +94,7 @@ def gateway_args(base: Path, ports: dict[str, int], address: str) -> list[str]:
     return [
         "s3", f"-filer=127.0.0.1:{ports['filer']}.{ports['filer_grpc']}", f"-ip.bind={address}",
         f"-port={ports['s3']}", "-port.grpc=0", f"-config={base / 's3.json'}", "-iam.readOnly=true",
-        "-port.iceberg=0", "-port.lance=0",
+        "-port.iceberg=0", "-port.lance=0", f"-localSocket={local_socket(base, f's3-{address}')}",
     ]
 
 
@@ -173,6 +184,17 @@ def _spawn(base: Path, args: list[str], name: str) -> subprocess.Popen:
     return proc
 
 
+def _log_tail(log_path: Path | None, lines: int = 8) -> str:
+    """The end of a process's log for an error message (CI keeps no temp files)."""
+    if log_path is None:
+        return ""
+    try:
+        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        tail = []
+    return f"; see {log_path}" + ("; its last lines:\n" + "\n".join(tail) if tail else "")
+
+
 def wait_ready(endpoint: str, access_key: str, secret_key: str, proc: subprocess.Popen | None, timeout: float,
                what: str, log_path: Path | None = None, write: bool = True) -> None:
     """Until an authenticated ListBuckets answers (filer up, identities loaded) and, with `write`, an object can
@@ -186,12 +208,11 @@ def wait_ready(endpoint: str, access_key: str, secret_key: str, proc: subprocess
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=5), retries=False)  # we poll ourselves
     client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1",
                    http_client=http)
-    see = f"; see {log_path}" if log_path else ""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise SeaweedError(f"{what} exited with {proc.returncode}{see}")
+            raise SeaweedError(f"{what} exited with {proc.returncode}{_log_tail(log_path)}")
         try:
             client.list_buckets()
             if write:
