@@ -31,7 +31,7 @@ from mpcloud_operator.kube.client import ApiException, KubeClient
 from mpcloud_operator.reconcile.informer import Informer
 from mpcloud_operator.riskpolicy import webhooks
 from mpcloud_operator.riskpolicy.certs import CertStore
-from mpcloud_operator.riskpolicy.findings import REASON, Finding, format_message
+from mpcloud_operator.riskpolicy.findings import REASON, Finding, format_message, parse_message
 from mpcloud_operator.riskpolicy.model import API_VERSION, KIND, PLURAL, RiskPolicy
 from mpcloud_operator.riskpolicy.rules import applicable, evaluate
 
@@ -43,6 +43,9 @@ VERDICTS = Counter("mpcloud_admission_findings_total", "Admission findings by ru
 
 MODES = {"enforce": ("Enforce",), "audit": ("Audit",), "workloads": ("Audit", "Enforce")}
 MAX_WARNING = 256  # the API server truncates longer warnings
+COUNT_SECONDS = 15.0  # how often the leader refreshes the policies' finding counts
+COUNTS_MANAGER = "mpcloud-risk-admission"
+RECENT = 20
 
 
 # ---------------------------------------------------------------- the pure part
@@ -85,6 +88,27 @@ def event_target(f: Finding, operation: str) -> dict[str, Any]:
         ns, _, name = f.policy.partition("/")
         return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"namespace": ns, "name": name}}
     return {"apiVersion": f.api_version, "kind": f.kind, "metadata": {"namespace": f.namespace, "name": f.name}}
+
+
+def finding_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """policy "ns/name" -> {findings: {admission, opsRisk}, recentFindings: [...]} from PolicyViolation Events
+    (an Event's count is how often the same finding repeated)."""
+    out: dict[str, dict[str, Any]] = {}
+    recent: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for e in events:
+        f = parse_message(e.get("message", ""), e.get("involvedObject") or {})
+        if f is None or f.group not in ("admission", "opsRisk"):
+            continue
+        entry = out.setdefault(f.policy, {"findings": {"admission": 0, "opsRisk": 0}, "recentFindings": []})
+        entry["findings"][f.group] += int(e.get("count") or 1)
+        when = e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
+        if when:
+            recent.setdefault(f.policy, []).append((str(when)[:19] + "Z", {
+                "rule": f.rule, "result": f.result, "resource": f"{f.kind}/{f.name}"[:512],
+                "message": f.message[:1024], "time": str(when)[:19] + "Z"}))
+    for ref, items in recent.items():
+        out[ref]["recentFindings"] = [i for _, i in sorted(items, key=lambda t: t[0], reverse=True)[:RECENT]]
+    return out
 
 
 # ---------------------------------------------------------------- policies, as every replica sees them
@@ -146,6 +170,8 @@ class AdmissionServer:
         self.cache = PolicyCache(kube, on_change=self._wake.set)
         self._stop = threading.Event()
         self._applied: dict[str, Any] | None = None
+        self._next_count = 0.0
+        self._counts: dict[str, dict[str, Any]] = {}
         self.serving = threading.Event()
 
     # -- admission requests (on the server's event loop)
@@ -207,6 +233,23 @@ class AdmissionServer:
             self._applied = desired
         if self.is_leader():
             self._label_namespaces(webhooks.labelled_namespaces(policies, self.operator_namespace))
+            if time.monotonic() >= self._next_count:
+                self._next_count = time.monotonic() + COUNT_SECONDS
+                self._write_counts(policies)
+
+    def _write_counts(self, policies: list[RiskPolicy]) -> None:
+        """status.findings.{admission,opsRisk} and recentFindings of each policy, from the PolicyViolation Events
+        every replica posted (field manager mpcloud-risk-admission; written only when changed)."""
+        events = self.kube.request("GET", "/api/v1/events", query=[("fieldSelector", f"reason={REASON}")])
+        counted = finding_counts(events.get("items") or [])
+        for p in policies:
+            ref = f"{p.metadata.namespace}/{p.metadata.name}"
+            status = counted.get(ref, {"findings": {"admission": 0, "opsRisk": 0}, "recentFindings": []})
+            if self._counts.get(ref) == status:
+                continue
+            self.kube.apply_status({"apiVersion": API_VERSION, "kind": KIND, "metadata": {
+                "namespace": p.metadata.namespace, "name": p.metadata.name}}, status, manager=COUNTS_MANAGER)
+            self._counts[ref] = status
 
     def _label_namespaces(self, wanted: dict[str, set[str]]) -> None:
         for label, namespaces in wanted.items():

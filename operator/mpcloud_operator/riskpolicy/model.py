@@ -334,12 +334,14 @@ class RiskPolicySpec(APIModel):
 
 
 class FindingCounts(APIModel):
-    """Findings per rule group (current, not cumulative: what the last evaluation or scan found)."""
+    """Findings per rule group. Each group has its own writer (field manager): admission and opsRisk
+    mpcloud-risk-admission, scans mpcloud-risk-scan, traffic mpcloud-risk-traffic."""
 
     admission: int = Field(default=0, ge=0)
-    """Admission findings (audit warnings and rejections) since the operator started."""
+    """Admission findings (audit warnings and refusals) in the PolicyViolation Events the API server still keeps
+    (an hour by default)."""
     ops_risk: int = Field(default=0, ge=0)
-    """Ops-risk findings (refused or audited changes) since the operator started."""
+    """Ops-risk findings (refused or audited rollouts and scale-ins), counted the same way."""
     scans: int = Field(default=0, ge=0)
     """Open findings of the last scan."""
     traffic: int = Field(default=0, ge=0)
@@ -363,8 +365,8 @@ class FindingSummary(APIModel):
 
 class RiskPolicyStatus(APIModel):
     """Observed state of a RiskPolicy. The reconciler (field manager mpcloud) owns conditions and
-    observedGeneration; findings counts, recent findings and lastScanTime are written by the risk engine
-    (field manager mpcloud-risk)."""
+    observedGeneration; each finding writer owns its own fields (see FindingCounts): recentFindings are the
+    admission and ops-risk ones, lastScanTime is the scanner's."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -375,7 +377,7 @@ class RiskPolicyStatus(APIModel):
     findings: FindingCounts | None = None
     """Findings per rule group."""
     recent_findings: list[FindingSummary] = Field(default_factory=list, max_length=20)
-    """The latest findings, newest first."""
+    """The latest admission and ops-risk findings, newest first."""
     last_scan_time: AwareDatetime | None = None
     """When the last background scan finished."""
 

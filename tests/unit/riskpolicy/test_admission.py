@@ -95,3 +95,22 @@ def test_certificates_are_renewed_before_expiry_and_the_ca_overlaps():
     rolled = certs.renewed(bundle, hosts, ca_due, dt.timedelta(days=90))
     assert rolled.ca_crt != bundle.ca_crt and rolled.ca_bundle == rolled.ca_crt + bundle.ca_crt  # old CA still trusted
     assert certs.Bundle.from_data(rolled.as_data()) == rolled
+
+
+def test_finding_counts_from_events():
+    from mpcloud_operator.riskpolicy.admission import finding_counts
+
+    events = [
+        {"message": "[admission.images] image nginx uses the latest tag (name a version or pin a digest) "
+                    "(RiskPolicy team/risk, Enforce)", "count": 3, "lastTimestamp": "2026-12-04T03:00:00Z",
+         "involvedObject": {"kind": "RiskPolicy", "name": "risk", "namespace": "team"}},
+        {"message": "[opsRisk.freeze] image rollout a -> b refused: change freeze w until x (RiskPolicy team/risk, "
+                    "Enforce)", "lastTimestamp": "2026-12-04T03:01:00Z",
+         "involvedObject": {"kind": "MiniProgramApp", "name": "shop", "namespace": "team"}},
+        {"message": "unrelated", "count": 9},
+    ]
+    got = finding_counts(events)["team/risk"]
+    assert got["findings"] == {"admission": 3, "opsRisk": 1}
+    assert [f["rule"] for f in got["recentFindings"]] == ["opsRisk.freeze", "admission.images"]
+    assert got["recentFindings"][0]["resource"] == "MiniProgramApp/shop"
+    RiskPolicy.model_validate({"metadata": {"name": "risk", "namespace": "team"}, "status": got})
