@@ -85,10 +85,12 @@ class Risk:
             raise
         return None
 
-    def wait_refused(self, fn, *args, timeout: float = 30, **kw) -> str:
-        """Until fn(...) is refused (the policy has reached every replica's cache): the message."""
-        return wait_until(lambda: self.refusal(fn, *args, **kw), timeout, interval=0.5,
-                          what=f"{getattr(fn, '__name__', fn)}{args} to be refused")
+    def wait_in_force(self, image: str = "nginx", timeout: float = 30) -> str:
+        """Until a new app with `image` is refused (the policy has reached the webhook's cache): the message.
+        Each attempt uses a new name, so an attempt admitted before that leaves no conflict behind."""
+        attempt = iter(range(10**6))
+        return wait_until(lambda: self.refusal(self.create_app, f"probe-{next(attempt)}", image=image), timeout,
+                          interval=0.5, what=f"an app with image {image} to be refused")
 
     def findings(self) -> list:
         return [e for e in self.core.list_namespaced_event(self.ns, field_selector="reason=PolicyViolation").items]

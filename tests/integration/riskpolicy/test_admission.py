@@ -18,7 +18,8 @@ ENFORCE = {"admission": {"mode": "Enforce"}}
 
 def test_enforce_rejects_naming_the_rule_and_the_policy(risk):
     risk.policy(ENFORCE)
-    message = risk.wait_refused(risk.create_app, "latest", image="nginx")
+    risk.wait_in_force()
+    message = risk.refusal(risk.create_app, "latest", image="nginx")
     assert ("MiniProgramApp " + risk.ns + "/latest refused by risk policy: [admission.images] image nginx uses the "
             "latest tag (name a version or pin a digest) (RiskPolicy " + risk.ns + "/risk, Enforce)") in message
     assert "enforce.risk.mpcloud.io" in message  # the API server names the webhook
@@ -65,7 +66,7 @@ def test_exceptions_exempt_by_name_and_label(risk):
     risk.policy({**ENFORCE, "exceptions": [
         {"name": "legacy", "names": ["legacy"], "rules": ["admission.images"], "reason": "migrating"},
         {"name": "labelled", "selector": {"matchLabels": {"risk.mpcloud.io/exempt": "true"}}}]})
-    risk.wait_refused(risk.create_app, "other", image="nginx")
+    risk.wait_in_force()
     risk.create_app("legacy", image="nginx")  # exempt from the image rule
     message = risk.refusal(risk.create_app, "legacy2", image="nginx")
     assert "[admission.images]" in message
@@ -80,9 +81,11 @@ def test_freeze_window_blocks_a_rollout_and_lets_it_through_after(risk):
     window_end = time.time() + 25
     risk.policy({"opsRisk": {"mode": "Enforce", "rollout": {"enabled": False}, "freezeWindows": [
         {"name": "double-11", "start": utc(-60), "end": utc(25), "reason": "Double 11"}]}})
-    message = risk.wait_refused(risk.set_image, "shop", "nginxinc/nginx-unprivileged:1.27", timeout=20)
-    assert ("[opsRisk.freeze] image rollout nginxinc/nginx-unprivileged:1.26 -> nginxinc/nginx-unprivileged:1.27 "
-            "refused: change freeze double-11 (Double 11) until") in message
+    tags = iter(range(10**6))  # a new tag per attempt: one admitted before the policy arrived is no conflict
+    message = wait_until(lambda: risk.refusal(risk.set_image, "shop", f"nginxinc/nginx-unprivileged:1.27-{next(tags)}"),
+                         20, interval=0.5, what="the rollout to be refused")
+    assert ("[opsRisk.freeze] image rollout nginxinc/nginx-unprivileged:1.2" in message
+            and "refused: change freeze double-11 (Double 11) until" in message)
     risk.custom.patch_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "miniprogramapps", "shop",
                                                {"spec": {"replicas": {"max": 4}}})  # not a rollout: admitted
     time.sleep(max(0.0, window_end - time.time()) + 1)
@@ -96,14 +99,16 @@ def test_promotion_event_freezes_the_app_image(risk):
     risk.policy({"opsRisk": {"mode": "Enforce", "rollout": {"enabled": False}}})
     risk.create_app("promo", image="nginxinc/nginx-unprivileged:1.26", scaling={"events": [
         {"name": "flash-sale", "start": utc(-60), "end": utc(3600), "expectedMultiplier": 30}]})
-    message = risk.wait_refused(risk.set_image, "promo", "nginxinc/nginx-unprivileged:1.27")
+    tags = iter(range(10**6))
+    message = wait_until(lambda: risk.refusal(risk.set_image, "promo", f"nginxinc/nginx-unprivileged:1.27-{next(tags)}"),
+                         30, interval=0.5, what="the rollout to be refused")
     assert "[opsRisk.freeze]" in message and "promotion event flash-sale" in message
 
 
 def test_operator_down_fails_closed_for_enforce_and_open_for_audit(risk, risk_operator, api_client):
     """Last in the module: stops the operator (and starts it again for nothing after)."""
     risk.policy(ENFORCE)
-    risk.wait_refused(risk.create_app, "probe", image="nginx")
+    risk.wait_in_force()
     wait_until(lambda: risk.labels().get("risk.mpcloud.io/enforce") == "true", 30, what="the enforce label")
     audit_ns = f"t-risk-audit-{uuid.uuid4().hex[:5]}"
     core = client.CoreV1Api(api_client)
