@@ -117,8 +117,9 @@ def run_phase(api: client.ApiClient, custom: client.CustomObjectsApi, core: clie
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                custom.create_namespaced_custom_object(GROUP, VERSION, ns, probe_plural, probe)
-                if policy["admission"]["mode"] == "Audit" and custom.api_client.last_response.getheader("Warning"):
+                _, _, headers = custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, ns,
+                                                                                      probe_plural, probe)
+                if policy["admission"]["mode"] == "Audit" and headers.get("Warning"):
                     break
                 custom.delete_namespaced_custom_object(GROUP, VERSION, ns, probe_plural, "probe")
             except client.ApiException as exc:

@@ -64,6 +64,12 @@ class Risk:
                 "spec": {"image": image, "ports": [{"name": "http", "containerPort": 8080}], **spec}}
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "miniprogramapps", body)
 
+    def create_app_with_headers(self, name: str, image: str) -> tuple:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MiniProgramApp", "metadata": {"name": name},
+                "spec": {"image": image, "ports": [{"name": "http", "containerPort": 8080}]}}
+        return self.custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, self.ns, "miniprogramapps",
+                                                                           body)
+
     def set_image(self, name: str, image: str) -> dict:
         return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, "miniprogramapps", name,
                                                           {"spec": {"image": image}})

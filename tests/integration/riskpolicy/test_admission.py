@@ -8,7 +8,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from tests.integration.conftest import kubectl, wait_until
+from tests.integration.conftest import wait_until
 from tests.integration.riskpolicy.conftest import utc
 
 pytestmark = pytest.mark.integration
@@ -37,29 +37,30 @@ def test_enforce_rejects_naming_the_rule_and_the_policy(risk):
     assert any(e.message.startswith("[admission.images] image nginx uses the latest tag") for e in events)
 
 
-def test_audit_admits_with_a_warning_and_an_event(risk, kubeconfig, tmp_path):
+def test_audit_admits_with_a_warning_and_an_event(risk):
     risk.policy({"admission": {"mode": "Audit"}})
-    manifest = tmp_path / "app.yaml"
-    manifest.write_text(f"""apiVersion: mpcloud.io/v1alpha1
-kind: MiniProgramApp
-metadata: {{name: audited, namespace: {risk.ns}}}
-spec: {{image: "nginx:latest", ports: [{{name: http, containerPort: 8080}}]}}
-""")
+    attempt = iter(range(10**6))
 
-    def warned():  # kubectl prints admission warnings on stderr; the policy may need a moment to reach the cache
-        out = kubectl(kubeconfig, "apply", "-f", str(manifest), check=False)
-        if "Warning: [admission.images]" not in out:
-            kubectl(kubeconfig, "delete", "-f", str(manifest), "--wait=true")
-            return None
-        return out
-    out = wait_until(warned, 30, interval=1, what="an admission warning")
-    assert f"Warning: [admission.images] image nginx:latest uses the latest tag (name a version or pin a digest) " \
-           f"(RiskPolicy {risk.ns}/risk, Audit)" in out
-    assert risk.custom.get_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "miniprogramapps", "audited")
-    events = wait_until(lambda: [e for e in risk.findings() if e.involved_object.name == "audited"], 30,
+    def warned():  # the API server returns admission warnings as Warning headers (kubectl prints them)
+        name = f"audited-{next(attempt)}"
+        _, _, headers = risk.create_app_with_headers(name, image="nginx:latest")
+        return (name, headers.get("Warning")) if "[admission.images]" in (headers.get("Warning") or "") else None
+    name, warning = wait_until(warned, 30, interval=0.5, what="an admission warning")
+    assert (f"[admission.images] image nginx:latest uses the latest tag (name a version or pin a digest) "
+            f"(RiskPolicy {risk.ns}/risk, Audit)") in warning
+    assert risk.custom.get_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "miniprogramapps", name)
+    events = wait_until(lambda: [e for e in risk.findings() if e.involved_object.name == name], 30,
                         what="a PolicyViolation Event on the app")
     assert events[0].type == "Warning" and events[0].message.endswith(f"(RiskPolicy {risk.ns}/risk, Audit)")
     assert "risk.mpcloud.io/enforce" not in risk.labels()  # audit only: fail open, no label
+    # The leader counts the findings into the policy's status.
+    def counted():
+        status = risk.custom.get_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "riskpolicies",
+                                                          "risk").get("status") or {}
+        return status if (status.get("findings") or {}).get("admission") else None
+    status = wait_until(counted, 45, what="status.findings.admission")
+    assert status["recentFindings"][0]["rule"] == "admission.images"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
 
 
 def test_exceptions_exempt_by_name_and_label(risk):
