@@ -99,8 +99,11 @@ def diff_hist(after: str, before: str, metric: str) -> str:
 
 
 def apiserver_metrics(api: client.ApiClient) -> str:
-    return api.call_api("/metrics", "GET", auth_settings=["BearerToken"], response_type="str",
-                        _preload_content=False)[0].data.decode()
+    method, url, headers, _, _ = api.param_serialize(method="GET", resource_path="/metrics",
+                                                     auth_settings=["BearerToken"])
+    response = api.call_api(method, url, header_params=headers, _request_timeout=30)
+    response.read()
+    return response.data.decode()
 
 
 def run_phase(api: client.ApiClient, custom: client.CustomObjectsApi, core: client.CoreV1Api, phase: str,
@@ -184,8 +187,10 @@ def main() -> int:
     kubeconfig = Path(os.environ["MPCLOUD_KUBECONFIG"]) if os.environ.get("MPCLOUD_KUBECONFIG") else local.up(
         log=lambda m: print(f"[cluster] {m}", file=sys.stderr))
     install.install(kubeconfig)
-    api = config.new_client_from_config(config_file=str(kubeconfig))
-    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = args.threads * 2
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    cfg.connection_pool_maxsize = args.threads * 2
+    api = client.ApiClient(cfg)
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     admission = client.AdmissionregistrationV1Api(api)
     sa_kubeconfig = install.service_account_kubeconfig(kubeconfig, Path(tempfile.mkdtemp()) / "kubeconfig")
