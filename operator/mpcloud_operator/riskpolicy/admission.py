@@ -265,10 +265,19 @@ class AdmissionServer:
                     if exc.status != 404:
                         raise
 
+    def _serve_when_certified(self) -> None:
+        while self.certs.bundle is None and not self._stop.is_set():  # the files must exist before the server loads
+            try:
+                self.certs.ensure()
+            except Exception:  # noqa: BLE001 - an API hiccup at start: keep trying, the process stays up
+                log.exception("webhook certificate not available yet; retrying")
+                self._stop.wait(2.0)
+        if not self._stop.is_set():
+            self._serve()
+
     def start(self) -> AdmissionServer:
         self.cache.start()
-        self.certs.ensure()  # the files must exist before the server loads them
-        threading.Thread(target=self._serve, name="admission-server", daemon=True).start()
+        threading.Thread(target=self._serve_when_certified, name="admission-server", daemon=True).start()
         threading.Thread(target=self._upkeep, name="admission-upkeep", daemon=True).start()
         return self
 
