@@ -64,6 +64,16 @@ class OperatorConfig(BaseModel):
     pipeline_helper_image: str = Field(default="ghcr.io/mpcloud/mpcloud-operator:0.1.0", description="Image with "
                                        "python3 that packs a pipeline task's results into its termination message "
                                        "(locally: mpcloud.local/debian-python).")
+    admission_port: int = Field(default=0, ge=0, le=65535, description="Port of the RiskPolicy admission "
+                                "webhooks (TLS; every replica serves them; manifests/operator.yaml: 8443); 0 = none.")
+    admission_url: str | None = Field(default=None, pattern=r"^https://", description="URL the API server calls "
+                                      "the webhooks at (a local control plane: https://127.0.0.1:<port>); unset = "
+                                      "the mpcloud-webhook Service in the operator's namespace.")
+    admission_cert_seconds: float = Field(default=90 * 86400, ge=60, description="Lifetime of the webhook serving "
+                                          "certificate; renewed when a third of it is left.")
+    admission_cert_check_seconds: float = Field(default=3600, ge=1, description="How often each replica re-reads "
+                                                "the webhook certificate Secret (and renews it when due).")
+    admission_timeout_seconds: int = Field(default=5, ge=1, le=30, description="timeoutSeconds of the webhooks.")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
                                     "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
 
@@ -95,7 +105,8 @@ class OperatorConfig(BaseModel):
                 "postgres_function_host",
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
                 "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",
-                "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image")},
+                "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image", "admission_port",
+                "admission_url", "admission_cert_seconds", "admission_cert_check_seconds", "admission_timeout_seconds")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

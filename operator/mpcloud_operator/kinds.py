@@ -12,11 +12,13 @@ from mpcloud_operator.kube.client import ResourcePaths
 from mpcloud_operator.miniprogramapp.handlers import MINI_PROGRAM_APP
 from mpcloud_operator.pipeline.handlers import PIPELINE, PIPELINE_RUN
 from mpcloud_operator.reconcile.kind import Kind
+from mpcloud_operator.riskpolicy.handlers import RISK_POLICY
 
 KINDS: tuple[Kind, ...] = (
     MINI_PROGRAM_APP,
     CLOUD_FUNCTION,
     PIPELINE, PIPELINE_RUN,
+    RISK_POLICY,
 )
 
 # Objects kinds point at (reference checks) and that the generic layer reads, beyond kinds and children.

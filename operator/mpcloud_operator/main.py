@@ -77,6 +77,11 @@ def run(config: OperatorConfig) -> None:
     api = new_api_client()
     runtime = Runtime.for_kinds(KubeClient(api, paths()), KINDS, config=config,
                                 watched_references=WATCHED_REFERENCES)
+    admission = None
+    if config.admission_port:  # every replica serves admission: it must not wait for (or stop with) the Lease
+        from mpcloud_operator.riskpolicy.admission import AdmissionServer
+
+        admission = AdmissionServer(KubeClient(api, paths()), config, is_leader=lambda: STATE.leader).start()
     elector = LeaderElector(api, config.lease_name, config.lease_namespace)
     elector.acquire()
     STATE.leader = True
@@ -97,6 +102,8 @@ def run(config: OperatorConfig) -> None:
         )
     finally:
         elector.release()
+        if admission is not None:
+            admission.stop()
         metrics.LEADER.set(0)
         health_server.shutdown()
         metrics_server.shutdown()

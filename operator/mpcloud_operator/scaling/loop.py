@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,6 +31,7 @@ from mpcloud_operator.api.conditions import get_condition, set_condition
 from mpcloud_operator.miniprogramapp.handlers import DESIRED_REPLICAS
 from mpcloud_operator.reconcile.replicas import set_replicas
 from mpcloud_operator.scaling.core import AppInput, Outcome, Scaler, Settings, from_body
+from mpcloud_operator.riskpolicy.findings import format_message
 from mpcloud_operator.scaling.promapi import PromClient
 
 log = logging.getLogger("mpcloud.scaling")
@@ -98,7 +100,7 @@ class ScalingLoop:
             if a is not None:
                 inputs.append(a)
                 bodies[a.uid] = body
-        outcomes = self.scaler.tick(inputs, now)
+        outcomes = self._guard(self.scaler.tick(inputs, now), bodies, now)
         list(self.pool.map(lambda o: self._write(o, bodies[o.uid], now), outcomes))
         DEGRADED.set(sum(1 for o in outcomes if o.degraded[0] == "True"))
         TICK_SECONDS.observe(time.monotonic() - started)
@@ -106,6 +108,26 @@ class ScalingLoop:
             self.claimed.discard(uid)
             self.summary_at.pop(uid, None)
         return outcomes
+
+    def _guard(self, outcomes: list[Outcome], bodies: dict[str, Any], now: float) -> list[Outcome]:
+        """RiskPolicy's scale-in limits during promotion events (riskpolicy/guardrails.py)."""
+        from mpcloud_operator.riskpolicy.guardrails import limit_scale_in
+        from mpcloud_operator.riskpolicy.policies import cached_policies
+
+        policies = cached_policies(self.runtime) if any(o.replicas < o.previous for o in outcomes) else []
+        if not policies:
+            return outcomes
+        out, at = [], datetime.fromtimestamp(now, timezone.utc)
+        for o in outcomes:
+            allowed, findings = limit_scale_in(bodies[o.uid], o.previous, o.replicas, policies,
+                                               self.runtime.config.lease_namespace, at)
+            for f in findings:
+                self.runtime.kube.post_event(bodies[o.uid], "PolicyViolation", format_message(f), "Warning")
+            if allowed != o.replicas:
+                o = replace(o, replicas=allowed, reason="policy", message=f"policy: {allowed} replicas "
+                            f"({findings[-1].message}; scaler wanted {o.replicas})")
+            out.append(o)
+        return out
 
     def _write(self, o: Outcome, body: dict[str, Any], now: float) -> None:
         try:

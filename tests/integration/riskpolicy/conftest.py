@@ -1,0 +1,114 @@
+"""An operator with the RiskPolicy admission webhooks on (a free port on 127.0.0.1, which the local API server
+reaches directly), and helpers to write policies and apps. Needs no real node: nothing here waits for pods."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from kubernetes import client
+
+from tests.integration.conftest import OperatorProcess, free_port, kubectl, wait_until
+
+GROUP, VERSION = "mpcloud.io", "v1alpha1"
+CONFIGURATION = "mpcloud-risk"
+
+
+class RiskOperator:
+    def __init__(self, kubeconfig, log_dir) -> None:
+        self.port = free_port()
+        self.kubeconfig, self.log_dir, self.proc = kubeconfig, log_dir, None
+
+    def start(self) -> RiskOperator:
+        env = {"MPCLOUD_ADMISSION_PORT": str(self.port), "MPCLOUD_ADMISSION_URL": f"https://127.0.0.1:{self.port}"}
+        self.proc = OperatorProcess(self.kubeconfig, self.log_dir, f"risk-{self.port}", env=env).start().wait_ready()
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def risk_operator(operator_kubeconfig, kubeconfig, api_client, tmp_path_factory):
+    op = RiskOperator(operator_kubeconfig, tmp_path_factory.mktemp("risk-operator")).start()
+    admission = client.AdmissionregistrationV1Api(api_client)
+
+    def configured():
+        try:
+            conf = admission.read_validating_webhook_configuration(CONFIGURATION)
+        except client.ApiException:
+            return None
+        return all(w.client_config.url and str(op.port) in w.client_config.url for w in conf.webhooks) and conf
+    wait_until(configured, 60, what="the webhook configuration pointing at this operator")
+    yield op
+    op.stop()
+    # Leave no fail-closed webhook behind for the tests that run after these.
+    kubectl(kubeconfig, "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found")
+
+
+class Risk:
+    """Policies and apps of one test namespace."""
+
+    def __init__(self, api_client, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def policy(self, spec: dict, name: str = "risk") -> dict:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RiskPolicy", "metadata": {"name": name}, "spec": spec}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "riskpolicies", body)
+
+    def create_app(self, name: str, image: str = "nginxinc/nginx-unprivileged:1.27", **spec) -> dict:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MiniProgramApp", "metadata": {"name": name},
+                "spec": {"image": image, "ports": [{"name": "http", "containerPort": 8080}], **spec}}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "miniprogramapps", body)
+
+    def create_app_with_headers(self, name: str, image: str) -> tuple:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MiniProgramApp", "metadata": {"name": name},
+                "spec": {"image": image, "ports": [{"name": "http", "containerPort": 8080}]}}
+        return self.custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, self.ns, "miniprogramapps",
+                                                                           body)
+
+    def set_image(self, name: str, image: str) -> dict:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, "miniprogramapps", name,
+                                                          {"spec": {"image": image}})
+
+    def delete_app(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, "miniprogramapps", name)
+
+    def refusal(self, fn, *args, **kw) -> str | None:
+        """The API server's refusal message of fn(...), or None when it was admitted."""
+        try:
+            fn(*args, **kw)
+        except client.ApiException as exc:
+            if exc.status in (400, 403, 500):
+                import json
+                try:
+                    return json.loads(exc.body)["message"]
+                except (ValueError, KeyError):
+                    return str(exc.body)
+            raise
+        return None
+
+    def wait_in_force(self, image: str = "nginx", timeout: float = 30) -> str:
+        """Until a new app with `image` is refused (the policy has reached the webhook's cache): the message.
+        Each attempt uses a new name, so an attempt admitted before that leaves no conflict behind."""
+        attempt = iter(range(10**6))
+        return wait_until(lambda: self.refusal(self.create_app, f"probe-{next(attempt)}", image=image), timeout,
+                          interval=0.5, what=f"an app with image {image} to be refused")
+
+    def findings(self) -> list:
+        return [e for e in self.core.list_namespaced_event(self.ns, field_selector="reason=PolicyViolation").items]
+
+    def labels(self) -> dict:
+        return self.core.read_namespace(self.ns).metadata.labels or {}
+
+
+@pytest.fixture
+def risk(api_client, namespace, risk_operator) -> Risk:
+    return Risk(api_client, namespace)
+
+
+def utc(seconds: float = 0) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
