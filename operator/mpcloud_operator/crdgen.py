@@ -30,7 +30,9 @@ def all_crds() -> dict[str, dict[str, Any]]:
                       short_names=list(kind.short_names), categories=list(kind.categories),
                       printer_columns=list(kind.printer_columns), scale=kind.scale)
         out[f"{crd['metadata']['name']}.yaml"] = crd
-    return out
+    from mpcloud_operator.riskpolicy.reports import report_crds  # PolicyReport kinds (not ours, no model)
+
+    return {**out, **report_crds()}
 
 
 def kustomization(filenames: list[str]) -> str:
