@@ -17,6 +17,8 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import tempfile
+import threading
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -142,6 +144,7 @@ class CertStore:
         self.kube, self.namespace, self.name, self.hostnames = kube, namespace, name, hostnames
         self.directory, self.cert_lifetime = directory, cert_lifetime
         self.bundle: Bundle | None = None
+        self._ensure_lock = threading.RLock()
 
     @property
     def path(self) -> str:
@@ -163,7 +166,12 @@ class CertStore:
 
     def ensure(self, now: dt.datetime | None = None) -> bool:
         """Read (create or renew if needed) the Secret and write the files; True when the bundle changed."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        # The start-up thread and the upkeep loop both call this: one at a time, or a reader could load the key
+        # of one bundle with the certificate of another.
+        with self._ensure_lock:
+            return self._ensure(now or dt.datetime.now(dt.timezone.utc))
+
+    def _ensure(self, now: dt.datetime) -> bool:
         secret = self._get()
         if secret is None:
             bundle = fresh(self.hostnames, now, self.cert_lifetime)
@@ -177,7 +185,7 @@ class CertStore:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                return self.ensure(now)  # another replica won: use its CA
+                return self._ensure(now)  # another replica won: use its CA
         else:
             bundle = Bundle.from_data(secret.get("data") or {})
             if needs_renewal(bundle, self.hostnames, now):
@@ -189,13 +197,13 @@ class CertStore:
                 except ApiException as exc:
                     if exc.status != 409:
                         raise
-                    return self.ensure(now)
+                    return self._ensure(now)
         changed = bundle != self.bundle
         if changed:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             for path, data in ((self.keyfile(), bundle.tls_key), (self.certfile(), bundle.tls_crt)):
-                tmp = path + ".tmp"
-                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tls-")  # mode 0600
+                with open(fd, "wb") as f:
                     f.write(data)
                 os.replace(tmp, path)
             self.bundle = bundle

@@ -95,8 +95,13 @@ class Risk:
         """Until a new app with `image` is refused (the policy has reached the webhook's cache): the message.
         Each attempt uses a new name, so an attempt admitted before that leaves no conflict behind."""
         attempt = iter(range(10**6))
-        return wait_until(lambda: self.refusal(self.create_app, f"probe-{next(attempt)}", image=image), timeout,
-                          interval=0.5, what=f"an app with image {image} to be refused")
+
+        def refused_by_policy() -> str | None:
+            # Only the policy's own refusal counts: while the webhook server is still starting, the API server
+            # refuses with "failed calling webhook ... connection refused" (failurePolicy Fail).
+            message = self.refusal(self.create_app, f"probe-{next(attempt)}", image=image)
+            return message if message and "refused by risk policy" in message else None
+        return wait_until(refused_by_policy, timeout, interval=0.5, what=f"an app with image {image} to be refused")
 
     def findings(self) -> list:
         return [e for e in self.core.list_namespaced_event(self.ns, field_selector="reason=PolicyViolation").items]
