@@ -87,10 +87,10 @@ def operator_factory(operator_kubeconfig, function_platform, pipeline_helper_ima
     made: list[OperatorProcess] = []
     log_dir = tmp_path_factory.mktemp("operator-logs")
 
-    def make(name: str = "operator", own_demand_port: bool = False) -> OperatorProcess:
-        """An operator with the platform's settings. `own_demand_port`: for an operator that runs beside the
-        session's (another Lease): the gateway keeps pushing demand to the session operator's port."""
-        env = dict(function_platform.operator_env)
+    def make(name: str = "operator", own_demand_port: bool = False, env: dict | None = None) -> OperatorProcess:
+        """An operator with the platform's settings (and `env` on top). `own_demand_port`: for an operator that
+        runs beside the session's (another Lease): the gateway keeps pushing demand to the session operator's port."""
+        env = {**function_platform.operator_env, **(env or {})}
         if pipeline_helper_image:
             env["MPCLOUD_PIPELINE_HELPER_IMAGE"] = pipeline_helper_image
         if own_demand_port:

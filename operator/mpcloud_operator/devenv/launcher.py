@@ -66,6 +66,9 @@ class OperatorProcess:
             wait_http_ready(f"http://127.0.0.1:{self.health_port}/readyz", self.proc, timeout, "the operator",
                             self.log_path)
         except NotReady as exc:
+            # A process left waiting (e.g. a standby for a Lease) would take the Lease later and act behind the
+            # caller's back: one that is not ready in time is stopped.
+            self.stop(signal.SIGKILL)
             raise NotReady(f"{exc}\n{self.log()[-3000:]}") from None
         return self
 

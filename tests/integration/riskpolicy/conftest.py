@@ -1,37 +1,32 @@
-"""An operator with the RiskPolicy admission webhooks on (a free port on 127.0.0.1, which the local API server
-reaches directly), and helpers to write policies and apps. Needs no real node: nothing here waits for pods."""
+"""The session's operator with the RiskPolicy admission webhooks on, and helpers to write policies and apps.
+Nothing here waits for pods."""
 
 from __future__ import annotations
 
 import datetime as dt
+import signal
 
 import pytest
 from kubernetes import client
 
-from tests.integration.conftest import OperatorProcess, free_port, kubectl, wait_until
+from tests.integration.conftest import free_port, kubectl, wait_until
 
 GROUP, VERSION = "mpcloud.io", "v1alpha1"
 CONFIGURATION = "mpcloud-risk"
 
 
-class RiskOperator:
-    def __init__(self, kubeconfig, log_dir) -> None:
-        self.port = free_port()
-        self.kubeconfig, self.log_dir, self.proc = kubeconfig, log_dir, None
-
-    def start(self) -> RiskOperator:
-        env = {"MPCLOUD_ADMISSION_PORT": str(self.port), "MPCLOUD_ADMISSION_URL": f"https://127.0.0.1:{self.port}"}
-        self.proc = OperatorProcess(self.kubeconfig, self.log_dir, f"risk-{self.port}", env=env).start().wait_ready()
-        return self
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.stop()
-
-
 @pytest.fixture(scope="module")
-def risk_operator(operator_kubeconfig, kubeconfig, api_client, tmp_path_factory):
-    op = RiskOperator(operator_kubeconfig, tmp_path_factory.mktemp("risk-operator")).start()
+def risk_operator(running_operator, operator_factory, kubeconfig, api_client):
+    """The session's operator, replaced for this module by one with the admission webhooks on (a free port on
+    127.0.0.1, which the local API server reaches directly). One operator at a time: a second would wait for the
+    Lease, and the leader's work (namespace labels, status counts) is part of what these tests check."""
+    port = free_port()
+    assert running_operator["op"].stop(signal.SIGTERM) == 0  # releases the Lease
+    op = operator_factory("risk", env={"MPCLOUD_ADMISSION_PORT": str(port),
+                                       "MPCLOUD_ADMISSION_URL": f"https://127.0.0.1:{port}"})
+    running_operator["op"] = op
+    op.start().wait_ready()
+    op.port = port
     admission = client.AdmissionregistrationV1Api(api_client)
 
     def configured():
@@ -39,12 +34,14 @@ def risk_operator(operator_kubeconfig, kubeconfig, api_client, tmp_path_factory)
             conf = admission.read_validating_webhook_configuration(CONFIGURATION)
         except client.ApiException:
             return None
-        return all(w.client_config.url and str(op.port) in w.client_config.url for w in conf.webhooks) and conf
+        return all(w.client_config.url and str(port) in w.client_config.url for w in conf.webhooks) and conf
     wait_until(configured, 60, what="the webhook configuration pointing at this operator")
     yield op
     op.stop()
-    # Leave no fail-closed webhook behind for the tests that run after these.
+    # Leave no fail-closed webhook behind for the tests that run after these: the operator that follows has
+    # admission off and does not keep the configuration.
     kubectl(kubeconfig, "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found")
+    running_operator["op"] = operator_factory("after-risk").start().wait_ready()
 
 
 class Risk:
