@@ -130,7 +130,9 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
     """A report without the `pass` results' timestamps (they say when the rule last ran, not what it found)."""
     results = [{k: v for k, v in r.items() if not (r.get("result") == "pass" and k == "timestamp")}
                for r in report.get("results") or []]
-    return {"metadata": report.get("metadata"), "results": results, "summary": report.get("summary")}
+    meta = report.get("metadata") or {}
+    return {"labels": meta.get("labels"), "owners": meta.get("ownerReferences"), "results": results,
+            "summary": report.get("summary")}
 
 
 # ---------------------------------------------------------------- the reports
