@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from mpcloud_operator.riskpolicy.findings import format_message
 from mpcloud_operator.riskpolicy.model import RiskPolicy
@@ -38,6 +38,9 @@ REASON = "AbnormalTraffic"
 KINDS = ("MiniProgramApp", "CloudFunction")
 ANOMALIES = Counter("mpcloud_risk_traffic_anomalies_total", "Abnormal-traffic findings (one per burst per series).",
                     ["namespace", "kind", "name"])
+
+TICK_SECONDS = Histogram("mpcloud_risk_traffic_tick_seconds", "Duration of one abnormal-traffic tick (all series).",
+                         buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
 
 WatchKey = tuple[str, float | None]  # (sensitivity, threshold)
 
@@ -89,6 +92,10 @@ class TrafficLoop:
 
     def tick(self) -> list[tuple[Series, float]]:
         """One tick; returns the (series, score) alarms that became findings."""
+        with TICK_SECONDS.time():
+            return self._tick()
+
+    def _tick(self) -> list[tuple[Series, float]]:
         now = self.clock()
         policies = valid_policies(self.runtime)
         series = governed(policies, self._objects(), self.runtime.config.lease_namespace)
