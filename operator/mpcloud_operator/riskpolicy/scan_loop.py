@@ -399,10 +399,12 @@ class ScanLoop:
                         findings += found
                         changed |= rescanned
             new = self.book.set_scan(p, ns, findings, rules_run(p))
-            for f in new:
-                self.kube.post_event({"apiVersion": f.api_version, "kind": f.kind,
-                                      "metadata": {"namespace": f.namespace, "name": f.name}},
-                                     REASON, format_message(f), "Warning")
+            uids = {(o["kind"], o["metadata"]["name"]): o["metadata"].get("uid")
+                    for kind in SCANNED_KINDS for o in listed.get((kind, ns), ())} if new else {}
+            for f in new:  # with the uid, as `kubectl describe` selects an object's Events by it
+                self.kube.post_event({"apiVersion": f.api_version, "kind": f.kind, "metadata": {
+                    "namespace": f.namespace, "name": f.name, "uid": uids.get((f.kind, f.name))}},
+                    REASON, format_message(f), "Warning")
             changed |= self.book.flush((ref, ns))
         for key in [k for k in self._cache if k[0] == ref and k not in seen]:  # objects deleted since
             del self._cache[key]

@@ -57,6 +57,8 @@ def governed(policies: list[RiskPolicy], objects: list[dict[str, Any]], operator
              ) -> dict[Series, list[RiskPolicy]]:
     """Each app's and function's series -> the detecting policies that govern it and do not exempt it."""
     out: dict[Series, list[RiskPolicy]] = {}
+    if not any(detecting(p) for p in policies):
+        return out
     live = [p for p in policies if detecting(p)]
     for obj in objects:
         meta = obj["metadata"]
@@ -75,6 +77,7 @@ class TrafficLoop:
         self.clock = clock
         self.watches: dict[WatchKey, TrafficWatch] = {}
         self.quiet_until: dict[Series, float] = {}  # cooldown after an alarm
+        self.uids: dict[tuple[str, str, str], str | None] = {}  # for the Events (kubectl describe selects by uid)
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -98,7 +101,10 @@ class TrafficLoop:
     def _tick(self) -> list[tuple[Series, float]]:
         now = self.clock()
         policies = valid_policies(self.runtime)
-        series = governed(policies, self._objects(), self.runtime.config.lease_namespace)
+        objects = self._objects()
+        series = governed(policies, objects, self.runtime.config.lease_namespace)
+        self.uids = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"].get("uid")
+                     for o in objects}
         groups: dict[WatchKey, list[Series]] = {}
         for s, ps in series.items():
             for key in {watch_key(p) for p in ps}:
@@ -134,8 +140,8 @@ class TrafficLoop:
         for p, f in zip(policies, findings):
             self.book.add_traffic(p, s.namespace, f, now)
         ANOMALIES.labels(s.namespace, s.kind, s.name).inc()
-        involved = {"apiVersion": s.api_version, "kind": s.kind, "metadata": {"namespace": s.namespace,
-                                                                              "name": s.name}}
+        involved = {"apiVersion": s.api_version, "kind": s.kind, "metadata": {
+            "namespace": s.namespace, "name": s.name, "uid": self.uids.get((s.kind, s.namespace, s.name))}}
         self.runtime.kube.post_event(involved, REASON, format_message(findings[0]), "Warning")
         log.info("%s %s/%s: abnormal traffic %.3g/s (score %.3f)", s.kind, s.namespace, s.name, value, score)
 
