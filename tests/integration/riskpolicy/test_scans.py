@@ -63,11 +63,11 @@ def events(risk, name: str, reason: str) -> list:
             if e.involved_object.name == name]
 
 
-def metric(op, name: str, **labels) -> float:
-    """A sample of the operator's /metrics (0 when absent)."""
+def metric(op, sample: str, **labels) -> float:
+    """A sample of the operator's /metrics (0 when absent); labels in the metric's declared order."""
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     for line in op.metrics().splitlines():
-        if line.startswith(f"{name}{{{want}}}" if want else f"{name} "):
+        if line.startswith(f"{sample}{{{want}}}" if want else f"{sample} "):
             return float(line.split()[-1])
     return 0.0
 
