@@ -64,11 +64,13 @@ def events(risk, name: str, reason: str) -> list:
 
 
 def metric(op, sample: str, **labels) -> float:
-    """A sample of the operator's /metrics (0 when absent); labels in the metric's declared order."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in op.metrics().splitlines():
-        if line.startswith(f"{sample}{{{want}}}" if want else f"{sample} "):
-            return float(line.split()[-1])
+    """A sample of the operator's /metrics (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(op.metrics()):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
     return 0.0
 
 
