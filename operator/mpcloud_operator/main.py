@@ -2,6 +2,9 @@
 
 `mpcloud operator run` calls `run()`: serve probes and metrics, wait for the Lease (see leader.py), then
 run kopf until SIGTERM/SIGINT (kopf installs those handlers and stops gracefully), then release the Lease.
+A SIGTERM that arrives before kopf's handler is in place (while waiting for the Lease, or in the moment between
+kopf's startup activity, which makes /readyz answer 200, and its signal set-up) stops the process the same way:
+exit 0, Lease released, instead of dying by the signal with the Lease held until it expires.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import importlib
 import logging
 import os
+import signal
 
 import kopf
 from prometheus_client import start_http_server
@@ -65,8 +69,14 @@ async def _cleanup(memo: kopf.Memo, **_: object) -> None:
         memo.controller.stop()
 
 
+def _stop_before_kopf(signum: int, _frame: object) -> None:
+    log.info("signal %d before kopf's handlers: stopping", signum)
+    raise SystemExit(0)  # unwinds through run()'s finally: the Lease is released
+
+
 def run(config: OperatorConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _stop_before_kopf)  # kopf's loop.add_signal_handler replaces it once it runs
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for module in HANDLER_MODULES:
         importlib.import_module(module)  # registers the module's kopf handlers
@@ -83,17 +93,17 @@ def run(config: OperatorConfig) -> None:
 
         admission = AdmissionServer(KubeClient(api, paths()), config, is_leader=lambda: STATE.leader).start()
     elector = LeaderElector(api, config.lease_name, config.lease_namespace)
-    elector.acquire()
-    STATE.leader = True
-    metrics.LEADER.set(1)
 
     def lost() -> None:
         # Another process may already be acting: stop at once rather than finish in-flight work.
         log.critical("lost the leader lease; exiting")
         os._exit(1)
 
-    elector.keep_renewing(on_lost=lost)
-    try:
+    try:  # from the first acquire attempt: a SIGTERM at any point after it releases what was acquired
+        elector.acquire()
+        STATE.leader = True
+        metrics.LEADER.set(1)
+        elector.keep_renewing(on_lost=lost)
         kopf.run(
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,

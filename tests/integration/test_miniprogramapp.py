@@ -349,6 +349,25 @@ def test_killed_mid_reconcile_converges_without_duplicates(apps, running_operato
     assert len(rs) == len(names)  # one ReplicaSet per app: no spurious template changes across the restart
 
 
+def test_sigterm_at_any_moment_of_start_up_exits_cleanly_and_frees_the_lease(running_operator, operator_factory,
+                                                                             api_client):
+    # A SIGTERM right after /readyz turned 200 used to land before kopf's own handler was installed: the
+    # process died by the signal (exit -15) with the Lease held, and the next operator waited for it to expire.
+    coord = client.CoordinationV1Api(api_client)
+    waiting = operator_factory("early-standby").start()
+    wait_until(lambda: "waiting for lease" in waiting.log(), 30, what="the standby waiting for the Lease")
+    assert waiting.stop(signal.SIGTERM) == 0, waiting.log()[-3000:]  # a standby stops cleanly too
+    assert running_operator["op"].stop(signal.SIGTERM) == 0
+    try:
+        for i in range(3):
+            op = operator_factory(f"early-stop-{i}").start().wait_ready(timeout=60)
+            code = op.stop(signal.SIGTERM)
+            assert code == 0, f"exit {code} on a SIGTERM right after ready:\n{op.log()[-3000:]}"
+            assert not coord.read_namespaced_lease("mpcloud-operator", "mpcloud-system").spec.holder_identity
+    finally:
+        running_operator["op"] = operator_factory("after-early-stops").start().wait_ready(timeout=60)
+
+
 def test_lease_allows_a_single_active_operator(apps, running_operator, operator_factory, api_client):
     first = running_operator["op"]
     standby = operator_factory("standby").start()
