@@ -10,7 +10,8 @@ Deploy: set the change (once: the target's generation after it is recorded), the
 reports Ready at that generation; the target's own failure reason fails the task, and so does the deadline.
 
 Canary: steps in order — weight (the canary's replica share; done once its pods are ready), pause (done after
-its duration), analysis (measurements at start + initialDelay + k * interval; done after `count`, rolled back
+its duration), analysis (the first measurement after initialDelay, each next one interval after the last;
+done after `count`, rolled back
 as soon as a limit is exceeded) — then promotion (the app's image set, Ready awaited, the canary removed).
 """
 
@@ -231,9 +232,12 @@ def _record(analysis: Analysis, st: AnalysisStatus, now: datetime, value: float 
                           consecutive_errors=st.consecutive_errors + 1 if m.phase == "Error" else 0)
 
 
-def _next_measurement(analysis: Analysis, step_start: datetime, taken: int) -> datetime:
-    return step_start + timedelta(seconds=(seconds(analysis.initial_delay) or 0)
-                                  + taken * (seconds(analysis.interval) or 0))
+def _next_measurement(analysis: Analysis, step_start: datetime, st: AnalysisStatus) -> datetime:
+    """The first after initialDelay, then one interval after the last (an operator that was down measures once
+    when it is back, not the ones it missed in a burst)."""
+    if st.measurements:
+        return st.measurements[-1].time + timedelta(seconds=seconds(analysis.interval) or 0)
+    return step_start + timedelta(seconds=seconds(analysis.initial_delay) or 0)
 
 
 def advance_canary(status: dict[str, Any] | None, spec: CanaryTask, app: Target, canary_ready: Callable[[int], bool],
@@ -270,7 +274,7 @@ def advance_canary(status: dict[str, Any] | None, spec: CanaryTask, app: Target,
             analysis = step.analysis
             if st.analysis is None or st.analysis.metric != analysis.name:
                 st.analysis = AnalysisStatus(metric=analysis.name)
-            due = _next_measurement(analysis, st.step_start_time, st.analysis.taken)
+            due = _next_measurement(analysis, st.step_start_time, st.analysis)
             if now < due:
                 return Step(to_json(st), wake=(due - now).total_seconds(), canary_replicas=st.replicas)
             value, why = effects.measure(analysis)
@@ -279,7 +283,7 @@ def advance_canary(status: dict[str, Any] | None, spec: CanaryTask, app: Target,
             if failed is not None:
                 return _rollback(st, FAILED, *failed)
             if st.analysis.taken < analysis.count:
-                due = _next_measurement(analysis, st.step_start_time, st.analysis.taken)
+                due = _next_measurement(analysis, st.step_start_time, st.analysis)
                 return Step(to_json(st), wake=max(0.0, (due - now).total_seconds()), canary_replicas=st.replicas)
         st.step += 1
         st.step_start_time = now

@@ -241,3 +241,11 @@ def test_model_rules():
         CanaryTask.model_validate({"app": "a", "image": "i", "steps": [{"weight": 5, "pause": "1s"}]})
     with pytest.raises(ValueError, match="successCondition, failureCondition or both"):
         Analysis.model_validate({"name": "m", "query": "q"})
+
+
+def test_after_an_outage_the_next_measurement_is_one_interval_later_not_a_burst():
+    spec = CanaryTask.model_validate({"app": "shop", "image": "shop:2", "steps": [{"analysis": analysis(count=3)}]})
+    r = Run(spec, Effects(values=[0.0, 0.0, 0.0]))
+    r.at(0)
+    step = r.at(45)  # the operator was down for 35 s past the due time
+    assert r.fx.measured == ["error-rate"] * 2 and step.wake == 10

@@ -215,3 +215,24 @@ def test_a_canary_name_taken_by_someone_else_fails_without_touching_it(prom):
     assert c.task("canary")["reason"] == "CanaryConflict"
     assert c.kube.objects[("Deployment", NS, resources.canary_name("shop"))]["metadata"]["ownerReferences"][0][
         "uid"] == "uid-older"
+
+
+def test_deploy_of_a_function_source_replaces_its_source_and_waits_until_served():
+    fn = {"apiVersion": "mpcloud.io/v1alpha1", "kind": "CloudFunction",
+          "metadata": {"name": "add-todo", "namespace": NS, "uid": "uid-fn", "generation": 1},
+          "spec": {"runtime": "nodejs20", "source": {"configMapRef": {"name": "old-code"}}},
+          "status": {"observedGeneration": 1, "servingGeneration": 1}}
+    spec = {"tasks": [{"name": "ship", "deploy": {"function": "add-todo", "source": {"inline": {"files": {
+        "index.js": "exports.main = async () => `$(params.image)`"}}}}}], "params": [{"name": "image", "default": "x"}]}
+    c = Apps([fn, pipeline_run(spec=spec)])
+    c.rt.primaries.put(("CloudFunction", NS, "add-todo"), fn)
+    c.reconcile()
+    body = c.kube.objects[("CloudFunction", NS, "add-todo")]
+    assert body["spec"]["source"] == {"inline": {"files": {"index.js": "exports.main = async () => `$(params.image)`"}}}
+    assert body["metadata"]["generation"] == 2 and c.task("ship")["status"] == "Running"
+    body["status"] = {"observedGeneration": 2, "servingGeneration": 2, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Serving", "message": "1 instance(s)", "observedGeneration": 2,
+         "lastTransitionTime": "2026-12-04T00:00:00Z"}]}
+    c.rt.primaries.put(("CloudFunction", NS, "add-todo"), body)
+    c.reconcile()
+    assert c.task("ship")["status"] == "Succeeded" and "serves generation 2" in c.task("ship")["message"]
