@@ -129,8 +129,8 @@ class Analysis(APIModel):
     """The metric's name (it names the metric in the run's failure message)."""
     query: str = Field(min_length=1, max_length=4096)
     """PromQL; may use pipeline references, e.g. {namespace="$(context.pipelineRun.namespace)"}."""
-    address: str | None = Field(default=None, max_length=512, pattern=r"^https?://")
-    """Prometheus base URL (default: the operator's MPCLOUD_PROMETHEUS_URL)."""
+    address: RefText | None = None
+    """Prometheus base URL, http(s)://... (may be a reference; default: the operator's MPCLOUD_PROMETHEUS_URL)."""
     interval: Duration = "30s"
     """Time between measurements."""
     initial_delay: Duration | None = None

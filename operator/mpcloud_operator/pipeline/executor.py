@@ -89,6 +89,8 @@ class ClusterEffects:
         url = analysis.address or self.runtime.config.prometheus_url
         if not url:
             return None, "no Prometheus: set the analysis' address, or MPCLOUD_PROMETHEUS_URL on the operator"
+        if not re.match(r"^https?://[^\s]+$", url):
+            return None, f"address {url[:100]!r} is not an http(s) URL"
         try:
             return PromClient(url, timeout=QUERY_TIMEOUT).instant(analysis.query), ""
         except PromError as exc:

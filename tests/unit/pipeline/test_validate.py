@@ -118,3 +118,17 @@ def test_builtin_cel_mirrors(body, message):
 
     with pytest.raises(ValidationError, match=message):
         PipelineTask.model_validate(body)
+
+
+def test_the_release_example_is_valid_and_its_canary_waits_for_the_tests():
+    import yaml
+
+    from tests.unit.pipeline.test_graph import ROOT
+
+    body = yaml.safe_load((ROOT / "examples" / "pipeline" / "release.yaml").read_text())
+    s = PipelineSpec.model_validate(body["spec"])
+    assert validate.problems(s) == []
+    canary = s.task("canary")
+    assert canary.builtin == "canary" and validate.dependencies(canary) == {"unit-tests"}
+    assert [st.weight or st.pause or st.analysis.name for st in canary.canary.steps] == [
+        25, "30s", "error-rate", 50, "error-rate-at-50"]
