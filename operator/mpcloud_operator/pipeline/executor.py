@@ -20,6 +20,7 @@ from typing import Any
 
 from mpcloud_operator.api.schema import to_json
 from mpcloud_operator.api.types import DNS_SUBDOMAIN
+from mpcloud_operator.config import DEPLOY_FIELD_MANAGER
 from mpcloud_operator.kube.client import ApiException, error_message
 from mpcloud_operator.pipeline import deploy, resources
 from mpcloud_operator.pipeline.deploy_model import Analysis, CanaryTask, DeployTask
@@ -27,7 +28,6 @@ from mpcloud_operator.pipeline.model import PipelineRun, PipelineTask
 from mpcloud_operator.pipeline.validate import substitute
 from mpcloud_operator.reconcile.kind import NotObservable
 
-FIELD_MANAGER = "mpcloud-pipeline"  # the deploy tasks' writes to apps and functions
 REFUSED = (400, 403, 404, 409, 422)
 APP, FUNCTION = "MiniProgramApp", "CloudFunction"
 QUERY_TIMEOUT = 10.0
@@ -75,7 +75,7 @@ class ClusterEffects:
             body = {"spec": {"source": {"inline": source.get("inline"), "configMapRef": source.get("configMapRef"),
                                         "archive": None}}}
         try:
-            live = self.runtime.kube.patch(target.kind, self.namespace, target.name, body, FIELD_MANAGER)
+            live = self.runtime.kube.patch(target.kind, self.namespace, target.name, body, DEPLOY_FIELD_MANAGER)
         except ApiException as exc:
             if exc.status in REFUSED:
                 return None, error_message(exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import shutil
 import signal
 import threading
@@ -22,6 +23,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.integration.conftest import free_port, wait_until
@@ -31,6 +33,7 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("prometheus") is None and not os.environ.get("CI"),
                                  reason="needs Debian's prometheus package (make prometheus)")]
 GROUP, VERSION = "mpcloud.io", "v1alpha1"
+ROOT = Path(__file__).resolve().parents[3]
 STABLE, NEW = "nginxinc/nginx-unprivileged:1.27", "nginxinc/nginx-unprivileged:1.27-alpine"
 
 
@@ -85,9 +88,10 @@ class Runs:
         self.custom = client.CustomObjectsApi(api_client)
         self.apps_api = client.AppsV1Api(api_client)
 
-    def create(self, name: str, spec: dict, params: dict) -> None:
+    def create(self, name: str, spec: dict, params: dict, **run_spec) -> None:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PipelineRun", "metadata": {"name": name},
-                "spec": {"pipelineSpec": spec, "params": [{"name": k, "value": v} for k, v in params.items()]}}
+                "spec": {"pipelineSpec": spec, "params": [{"name": k, "value": v} for k, v in params.items()],
+                         **run_spec}}
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "pipelineruns", body)
 
     def get(self, name: str) -> dict:
@@ -206,3 +210,28 @@ def test_deploy_task_sets_the_image_and_waits_for_ready(setup):
     app = apps.get("shop")
     assert app["spec"]["image"] == NEW and t["deploy"]["generation"] == app["metadata"]["generation"]
     assert t["deploy"]["previous"] == STABLE and "Ready at generation" in t["message"]
+
+
+def test_release_example_tests_then_canary_then_promotes(setup, pipeline_helper_image):
+    """examples/pipeline/release.yaml as written, but its waits shortened and its query aimed at the test's metric."""
+    if not pipeline_helper_image:
+        pytest.skip("no real node: the unit-tests task cannot run code here")
+    apps, runs, (url, metric) = setup
+    text = (ROOT / "examples" / "pipeline" / "release.yaml").read_text()
+    spec = yaml.safe_load(text.replace("mpcloud.local/debian-python:IMAGE_TAG", pipeline_helper_image))["spec"]
+    for step in spec["tasks"][1]["canary"]["steps"]:
+        if "pause" in step:
+            step["pause"] = "1s"
+        if "analysis" in step:
+            step["analysis"].update(interval="1s", count=2)
+    metric.values["release"] = 0.001
+    wait_until(lambda: scraped(url, "release"), 30, what="the metric scraped")
+    runs.create("release", spec, {"image": NEW, "prometheus": url,
+                                  "error-ratio": 'max(canary_error_ratio{run="release"})'},
+                sandbox={"runtimeClassName": "none", "allowUnsandboxed": True})
+    cond = runs.wait_done("release", timeout=180)
+    assert (cond["status"], cond["reason"]) == ("True", "Succeeded"), cond
+    tests, canary = runs.task("release", "unit-tests"), runs.task("release", "canary")
+    assert tests["status"] == "Succeeded" and canary["reason"] == "Promoted", canary
+    assert canary["startTime"] >= tests["completionTime"]
+    assert apps.get("shop")["spec"]["image"] == NEW
