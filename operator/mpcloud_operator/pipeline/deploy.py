@@ -265,7 +265,8 @@ def advance_canary(status: dict[str, Any] | None, spec: CanaryTask, app: Target,
             st.weight = step.weight
             st.replicas = canary_replicas(step.weight, app.replicas)
             if not canary_ready(st.replicas):
-                return Step(to_json(st), wake=None, canary_replicas=st.replicas)  # the canary's pods wake the run
+                # its pods becoming ready wake the run; the poll is for the task's deadline
+                return Step(to_json(st), wake=POLL, canary_replicas=st.replicas)
         elif step.pause is not None:
             end = st.step_start_time + timedelta(seconds=seconds(step.pause) or 0)
             if now < end:

@@ -17,8 +17,6 @@ file contents are code and are not substituted. Progress lives in the run's stat
 
 from __future__ import annotations
 
-import re
-
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, model_validator
@@ -34,23 +32,13 @@ MAX_CANARY_STEPS = 16
 MAX_MEASUREMENTS = 10  # kept in the status per analysis step (counters keep the totals)
 
 
-FILE_NAMES = Rule("self.files.all(f, size(f) <= 253 && f.matches('^[-._a-zA-Z0-9]+$'))",
-                  "deploy.source.inline.files: names are plain file names (letters, digits, - . _; no directories)")
-
-
 class InlineFiles(APIModel):
-    """The function's code, file name -> content (not substituted: code is code)."""
-
-    model_config = cel(FILE_NAMES)
+    """The function's code, file name -> content (not substituted: code is code). File names and sizes are the
+    CloudFunction's to check: its CRD refuses bad ones, and the task fails with that message."""
 
     files: dict[str, Annotated[str, StringConstraints(max_length=INLINE_FILE_BYTES)]] = Field(
         min_length=1, max_length=INLINE_FILES_MAX)
     """File name -> content (a CloudFunction's source.inline.files)."""
-
-    @model_validator(mode="after")
-    def _names(self) -> InlineFiles:
-        FILE_NAMES.check(all(len(f) <= 253 and re.fullmatch(r"[-._a-zA-Z0-9]+", f) for f in self.files))
-        return self
 
 
 class ConfigMapName(APIModel):

@@ -110,7 +110,6 @@ def test_builtin_tasks_references_conditions_and_edges():
      "deploy and canary tasks take no params"),
     ({"name": "x", "deploy": {"app": "a"}}, "deploy sets app with image"),
     ({"name": "x", "deploy": {"function": "f", "image": "i"}}, "deploy sets app with image"),
-    ({"name": "x", "deploy": {"function": "f", "source": {"inline": {"files": {"a/b": ""}}}}}, "plain file names"),
     ({"name": "x", "deploy": {"function": "f", "source": {}}}, "exactly one of inline and configMapRef"),
 ])
 def test_builtin_cel_mirrors(body, message):
