@@ -17,6 +17,7 @@ from pathlib import Path
 import shutil
 import signal
 import threading
+import time
 import urllib.parse
 import urllib.request
 from datetime import datetime
@@ -172,7 +173,10 @@ def test_canary_rolled_back_on_bad_metrics(setup):
     assert (t["status"], t["reason"]) == ("Failed", "AnalysisFailed"), t
     assert "analysis error-rate: value 0.31" in t["message"] and "result < 0.05" in t["message"], t["message"]
     assert t["canary"]["phase"] == "RolledBack"
-    wait_until(lambda: runs.deployment("shop-canary") is None, 30, what="the canary deleted")
+    wait_until(lambda: runs.deployment("shop-canary") is None, 30, interval=0.05, what="the canary deleted")
+    gone = time.time()
+    failed_at = datetime.fromisoformat(t["canary"]["analysis"]["measurements"][-1]["time"].replace("Z", "+00:00"))
+    print(f"\nrollback: canary Deployment gone {gone - failed_at.timestamp():.2f}s after the failing measurement")
     after = runs.deployment("shop")
     assert (after.metadata.generation, after.spec.template.spec.containers[0].image) == (
         before.metadata.generation, STABLE)  # the stable Deployment untouched
