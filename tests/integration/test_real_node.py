@@ -223,6 +223,27 @@ def test_deleting_the_namespace_cleans_up_containers_and_network(api_client, rea
     assert not any(ip in json.dumps(core.list_pod_for_all_namespaces().to_dict(), default=str) for ip in ips)
 
 
+def _operator_pod_diagnostics(core) -> str:
+    """What a reader of a failed run needs: each operator pod's phase, container states and its last log lines."""
+    out = []
+    for pod in core.list_namespaced_pod("mpcloud-system",
+                                        label_selector="app.kubernetes.io/name=mpcloud-operator").items:
+        out.append(f"pod {pod.metadata.name} on {pod.spec.node_name}: {pod.status.phase}")
+        for cs in pod.status.container_statuses or []:
+            out.append(f"  {cs.name}: ready={cs.ready} restarts={cs.restart_count} state={cs.state.to_dict()} "
+                       f"last={cs.last_state.to_dict()}")
+        for previous in (True, False):
+            try:
+                log = core.read_namespaced_pod_log(pod.metadata.name, "mpcloud-system", tail_lines=40,
+                                                   previous=previous)
+                out.append(f"  --- log{' (previous)' if previous else ''} ---\n{log}")
+            except client.ApiException:
+                pass
+    events = core.list_namespaced_event("mpcloud-system").items
+    out += [f"  event {e.reason}: {e.message}" for e in events[-15:]]
+    return "\n".join(out)
+
+
 def test_operator_image_runs_in_cluster_and_reconciles_an_app(api_client, namespace, real_node, kubeconfig,
                                                               mpcloud_installed, running_operator, operator_factory):
     import signal
@@ -240,8 +261,11 @@ def test_operator_image_runs_in_cluster_and_reconciles_an_app(api_client, namesp
     try:
         install.kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
         # Ready = /readyz through the kubelet's probe = the process holds the Lease with in-cluster credentials.
-        wait_until(lambda: (apps_api.read_namespaced_deployment("mpcloud-operator", "mpcloud-system").status
-                            .ready_replicas or 0) == 1, timeout=120, what="the in-cluster operator Ready")
+        try:
+            wait_until(lambda: (apps_api.read_namespaced_deployment("mpcloud-operator", "mpcloud-system").status
+                                .ready_replicas or 0) == 1, timeout=120, what="the in-cluster operator Ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_operator_pod_diagnostics(core)}") from None
         pod = core.list_namespaced_pod("mpcloud-system", label_selector="app.kubernetes.io/name=mpcloud-operator").items[0]
         assert pod.spec.node_name == real_node and pod.status.container_statuses[0].image == image
         apps = Apps(api_client, namespace)

@@ -80,3 +80,61 @@ def test_gobuild_modules_ship_as_package_data():
     for module in ("etcd", "kube", "kwok"):
         for name in ("go.mod", "go.sum", "tools.go"):
             assert pkg / "devenv" / "cluster" / "gobuild" / module / name in shipped
+
+
+def _third_party_imports(*tops: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Top-level module name -> one file importing it, for every absolute import under the given folders."""
+    import ast
+
+    found: dict[str, str] = {}
+    for top in tops:
+        for path in sorted(top.rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if any(rel.startswith(s) for s in skip):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), rel)):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                for name in names:
+                    found.setdefault(name.split(".")[0], rel)
+    own = {"mpcloud_operator", "predictors", "tests", "bench"}
+    return {m: f for m, f in found.items() if m not in sys.stdlib_module_names and m not in own}
+
+
+def _declared_closure() -> set[str]:
+    """Distributions pyproject's dependencies bring in (normalised names), through their own requirements."""
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        for sub in md.requires(req.name) or []:
+            dep = Requirement(sub)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in (req.extras or {""})):
+                todo.append(dep)
+    return seen
+
+
+def test_every_import_of_the_shipped_code_is_a_declared_dependency():
+    # The operator image installs pyproject's dependencies only: an import satisfied on a dev machine by some
+    # unrelated package (cryptography came with moto here) crashes the in-cluster operator at start.
+    import importlib.metadata as md
+
+    from packaging.utils import canonicalize_name
+
+    dists = md.packages_distributions()
+    declared = _declared_closure()
+    imports = _third_party_imports(ROOT / "operator" / "mpcloud_operator", ROOT / "predictors",
+                                   skip=("operator/mpcloud_operator/devenv/",))
+    missing = {m: f for m, f in imports.items()
+               if not any(canonicalize_name(d) in declared for d in dists.get(m, []))}
+    assert not missing, f"imported but not brought in by pyproject's dependencies: {missing}"
