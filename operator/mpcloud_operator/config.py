@@ -12,6 +12,7 @@ VERSION = "v1alpha1"
 FIELD_MANAGER = "mpcloud"  # the reconciler: children, its status conditions and counts
 SCALER_FIELD_MANAGER = "mpcloud-scaler"  # the scaling loop: Deployment spec.replicas, ScalingDegraded, forecast
 TRIGGER_FIELD_MANAGER = "mpcloud-triggers"  # pipeline triggers: the PipelineRuns they create (and cancel)
+DEPLOY_FIELD_MANAGER = "mpcloud-pipeline"  # pipeline deploy/canary tasks: an app's image, a function's source
 RISK_SCAN_FIELD_MANAGER = "mpcloud-risk-scan"  # RiskPolicy scans: PolicyReports, status.findings.scans, lastScanTime
 RISK_TRAFFIC_FIELD_MANAGER = "mpcloud-risk-traffic"  # RiskPolicy traffic detector: status.findings.traffic
 

@@ -24,7 +24,7 @@ Key = tuple[str, str | None, str]
 
 @dataclass(frozen=True)
 class Action:
-    verb: str  # apply | apply_status | apply_scale | create | get | list | delete | event
+    verb: str  # apply | apply_status | apply_scale | patch | create | get | list | delete | event
     kind: str
     namespace: str | None
     name: str
@@ -55,7 +55,7 @@ class FakeClient:
 
     def writes(self) -> list[Action]:
         return [a for a in self.actions if a.verb in ("apply", "apply_status", "apply_scale", "create", "delete",
-                                                             "event")]
+                                                             "event", "patch")]
 
     def verbs(self, *verbs: str) -> list[tuple[str, str]]:
         return [(a.verb, a.kind) for a in self.actions if a.verb in verbs]
@@ -118,6 +118,31 @@ class FakeClient:
         obj = self.objects[(kind, namespace, name)]
         obj.setdefault("spec", {})["replicas"] = replicas
         return {"spec": {"replicas": replicas}}
+
+    def patch(self, kind: str, namespace: str | None, name: str, body: dict[str, Any], manager: str) -> dict[str, Any]:
+        """A JSON merge patch (null deletes); refused kinds answer 403 as an admission webhook's denial."""
+        self.actions.append(Action("patch", kind, namespace, name, copy.deepcopy(body)))
+        if kind in self.refuse:
+            raise api_error(403, "Forbidden", json.dumps({"message": self.refuse[kind]}))
+        obj = self.objects.get((kind, namespace, name))
+        if obj is None:
+            raise api_error(404, "Not Found", json.dumps({"message": f'{kind} "{name}" not found'}))
+
+        def merge(into: dict[str, Any], change: dict[str, Any]) -> None:
+            for k, v in change.items():
+                if v is None:
+                    into.pop(k, None)
+                elif isinstance(v, dict) and isinstance(into.get(k), dict):
+                    merge(into[k], v)
+                else:
+                    into[k] = copy.deepcopy(v)
+
+        before = copy.deepcopy(obj.get("spec"))
+        merge(obj, body)
+        if obj.get("spec") != before:
+            obj["metadata"]["generation"] += 1
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
 
     def create(self, obj: dict[str, Any], manager: str | None = None) -> dict[str, Any] | None:
         key = self._key(obj)

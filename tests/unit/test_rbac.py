@@ -19,6 +19,8 @@ BINDINGS_ROLE = "mpcloud-operator-bindings"
 TRIGGERS_ROLE = "mpcloud-operator-triggers"
 # The one spec write: pipeline triggers create runs, and a Replace schedule cancels its previous run.
 TRIGGER_WRITES = {("mpcloud.io", "pipelineruns", "create"), ("mpcloud.io", "pipelineruns", "patch")}
+# And the pipeline's deploy/canary tasks: an app's image, a function's source (merge patch).
+DEPLOY_WRITES = {("mpcloud.io", "miniprogramapps", "patch"), ("mpcloud.io", "cloudfunctions", "patch")}
 
 
 def _rules(role: str) -> set[tuple[str, str, str]]:
@@ -43,8 +45,10 @@ def test_operator_role_covers_every_kind_and_child() -> None:
             needed |= {(child.group, child.plural, v) for v in ("get", "list", "watch", "create", "patch")}
         for stub_kind in {c.kind for c in kind.children}:
             child = kind.child(stub_kind)
-            if stub_kind in ("PodDisruptionBudget", "ConfigMap", "Job"):  # children removed when a spec drops them
-                # (a Job: a run cancelled or past its deadline stops its running task attempts)
+            if stub_kind in ("PodDisruptionBudget", "ConfigMap", "Job") or (kind.kind, stub_kind) == (
+                    "PipelineRun", "Deployment"):  # children removed when a spec drops them
+                # (a Job: a run cancelled or past its deadline stops its running task attempts; a Deployment:
+                # a canary promoted or rolled back)
                 needed.add((child.group, child.plural, "delete"))
         for obs in kind.observed:  # read, never written
             needed |= {(_group(obs.api_version), obs.plural, v) for v in ("get", "list", "watch")}
@@ -68,8 +72,9 @@ def test_no_cluster_wide_secret_access_and_no_spec_writes() -> None:
     observed = {obs.plural for kind in KINDS for obs in kind.observed}
     assert not {r for r in granted if r[1] in observed and r[2] not in ("get", "list", "watch")}
     for kind in KINDS:
-        assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")} - TRIGGER_WRITES
-    assert TRIGGER_WRITES <= granted
+        assert not {r for r in granted if r[1] == kind.plural and r[2] not in ("get", "list", "watch")} \
+            - TRIGGER_WRITES - DEPLOY_WRITES
+    assert TRIGGER_WRITES | DEPLOY_WRITES <= granted
     assert _rules(REFERENCES_ROLE) == {("", "secrets", "get")}
     assert _rules(TRIGGERS_ROLE) == {("", "secrets", "get")}  # a git trigger's webhook secret, per delivery
     # Functions' bindings Secrets: written (and deleted when the last binding goes) only where a namespace opts

@@ -174,6 +174,12 @@ class KubeClient:
                             content_type="application/apply-patch+yaml",
                             query=[("fieldManager", manager), ("force", "true")])
 
+    def patch(self, kind: str, namespace: str | None, name: str, body: dict[str, Any], manager: str) -> dict[str, Any]:
+        """JSON merge patch (null deletes a field) as `manager`; for a change to an object another writer owns
+        (a pipeline's deploy task setting an app's image, as `kubectl set image` would): 404 if it is gone."""
+        return self.request("PATCH", self.paths.object(kind, namespace, name), body=body,
+                            content_type="application/merge-patch+json", query=[("fieldManager", manager)])
+
     def create(self, obj: dict[str, Any], manager: str | None = None) -> dict[str, Any] | None:
         """POST `obj` as `manager`; None when an object of its name already exists (the API server's 409), which
         makes a deterministic name a dedupe key (runs a trigger starts)."""

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from graphlib import TopologicalSorter
 
 from mpcloud_operator.pipeline.model import PipelineSpec, PipelineTask
-from mpcloud_operator.pipeline.validate import dependencies, references, result_reference, substitute
+from mpcloud_operator.pipeline.validate import dependencies, pipeline_strings, references, result_reference, substitute
 
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, PENDING = (
     "Running", "Succeeded", "Failed", "TimedOut", "Cancelled", "Skipped", "Pending")
@@ -111,6 +111,9 @@ class Plan:
     condition: tuple[str, str, str]  # (status, reason, message) of Succeeded
     results: dict[str, str]
     wake_after: float | None  # seconds until the next deadline (None: no deadline pending)
+    # pipeline-level substitutions as of this plan (for the built-in tasks the operator runs itself)
+    values: dict[str, str] = field(default_factory=dict)
+    finally_values: dict[str, str] = field(default_factory=dict)
 
     def state(self, name: str) -> TaskState:
         return next(t for t in self.tasks if t.name == name)
@@ -169,8 +172,7 @@ class _Planner:
         return out
 
     def missing_results(self, task: PipelineTask, values: dict[str, str]) -> list[str]:
-        texts = [p.value for p in task.params] + [w.input for w in task.when] + [v for w in task.when for v in w.values]
-        return sorted({e for text in texts for e in references(text)
+        return sorted({e for _, text in pipeline_strings(task) for e in references(text)
                        if result_reference(e) is not None and e not in values})
 
     # ------------------------------------------------------------ one task
@@ -204,7 +206,8 @@ class _Planner:
         self.retries = []
 
     def task_params(self, task: PipelineTask, values: dict[str, str]) -> dict[str, str]:
-        out = {p.name: p.default for p in task.task_spec.params if p.default is not None}
+        declared = task.task_spec.params if task.task_spec is not None else []  # built-ins take no params
+        out = {p.name: p.default for p in declared if p.default is not None}
         out.update({p.name: substitute(p.value, values) for p in task.params})
         return out
 
@@ -280,7 +283,8 @@ class _Planner:
             pending = [d for d in (self.pipeline_deadline, None if dag_done else self.tasks_deadline,
                                    finally_deadline if dag_done and spec.finally_ else None) if d is not None]
             wake = max(0.0, min((d - g.now).total_seconds() for d in pending)) if pending else None
-        return Plan(states, self.start, self.stop, done, self.condition(states, done), results, wake)
+        return Plan(states, self.start, self.stop, done, self.condition(states, done), results, wake,
+                    self.values(False), self.values(True))
 
     def results(self) -> dict[str, str]:
         values = self.values(False)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from mpcloud_operator.api.conditions import format_time, get_condition, set_condition
 from mpcloud_operator.api.schema import to_json
-from mpcloud_operator.pipeline import dag, resources, validate
+from mpcloud_operator.pipeline import dag, executor, resources, validate
 from mpcloud_operator.pipeline.model import (
     PIPELINE_KIND,
     RUN_KIND,
@@ -41,6 +41,8 @@ from mpcloud_operator.reconcile.kind import ChildKind, Kind, NotObservable, Refe
 CHILDREN = (
     ChildKind("Job", "batch/v1", "jobs", status_view=resources.job_view, status_drives_apply=True),
     ChildKind("PersistentVolumeClaim", "v1", "persistentvolumeclaims"),
+    # A canary task's canary Deployment: its pods becoming ready ends a weight step.
+    ChildKind("Deployment", "apps/v1", "deployments", status_view=resources.canary_view, status_drives_apply=True),
 )
 SUCCEEDED = "Succeeded"
 RUN_STATUS_FIELDS = ("startTime", "completionTime", "tasks", "results", "pipelineSpec", "sandbox")
@@ -85,6 +87,10 @@ class Prepared:
     claims: list[dict[str, Any]] = field(default_factory=list)
     job_names: dict[str, str] = field(default_factory=dict)  # task -> Job of its latest attempt
     job_created: dict[str, str] = field(default_factory=dict)  # Job -> creationTimestamp
+    builtin: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> its deploy/canary status now
+    deployments: list[dict[str, Any]] = field(default_factory=list)  # canary Deployments that should run
+    canaries_absent: list[dict[str, Any]] = field(default_factory=list)  # this run's canaries that should not
+    builtin_wake: float | None = None  # seconds until a built-in task wants another look
 
 
 def _done(status: dict[str, Any]) -> bool:
@@ -157,6 +163,9 @@ def _observe(runtime: Any, run: PipelineRun, spec: PipelineSpec, old: dict[str, 
         if record and record.get("status") == dag.SKIPPED:
             out[task.name] = dag.Observed(skipped=(record.get("reason", ""), record.get("message", "")))
             continue
+        if task.builtin is not None:  # run by the operator: its latest attempt is what the status recorded
+            out[task.name] = dag.Observed(_builtin_attempt(record))
+            continue
         attempts = []
         for number in range(1, task.retries + 2):
             name = resources.job_name(run.metadata.name, task.name, number)
@@ -177,6 +186,74 @@ def _observe(runtime: Any, run: PipelineRun, spec: PipelineSpec, old: dict[str, 
                                             "the Job was deleted before it finished", _time(rec.get("startTime"))))
         out[task.name] = dag.Observed(tuple(attempts))
     return out
+
+
+def _builtin_attempt(record: dict[str, Any] | None) -> tuple[dag.Attempt, ...]:
+    if not record or not record.get("attempt") or record.get("status") not in (*dag.RAN, dag.RUNNING):
+        return ()
+    state = record["status"]
+    return (dag.Attempt(record["attempt"], state, "", record.get("reason", "") if state != dag.RUNNING else "",
+                        record.get("message", "") if state != dag.RUNNING else "", _time(record.get("startTime")),
+                        _time(record.get("completionTime")) if state != dag.RUNNING else None),)
+
+
+def _run_builtins(runtime: Any, run: PipelineRun, spec: PipelineSpec, old: dict[str, Any],
+                  observed: dict[str, dag.Observed], plan_of: Any, prepared: Prepared) -> dag.Plan:
+    """Advance every running built-in task; one that finishes is planned again at once (what comes after it
+    starts in this reconcile). Each built-in runs at most once per attempt per reconcile."""
+    records = {t["name"]: t for t in old.get("tasks") or []}
+    now = runtime.now()
+    done: set[tuple[str, int]] = set()
+    canaries: set[str] = {r["canary"]["deployment"] for r in records.values() if (r.get("canary") or {}).get("deployment")}
+    desired: dict[str, dict[str, Any]] = {}
+    wakes: list[float] = []
+    plan = plan_of(observed)
+    for _ in range(len(spec.tasks) + len(spec.finally_) + 1):
+        finished = False
+        starting = {(s.task, s.attempt) for s in plan.start}
+        stopping = {s.task for s in plan.stop}
+        for st in plan.tasks:
+            task = spec.task(st.name)
+            if task is None or task.builtin is None or st.attempt is None or (st.name, st.attempt.number) in done:
+                continue
+            number = st.attempt.number
+            rec = records.get(st.name)
+            rec = rec if rec and rec.get("attempt") == number and (st.name, number) not in starting else None
+            if st.name in stopping:
+                progress = executor.stopped(rec)
+            elif st.status == dag.RUNNING:
+                start = _time((rec or {}).get("startTime")) or now
+                values = plan.finally_values if st.is_finally else plan.values
+                progress = executor.run(runtime, run, task, values, rec, start, now, seconds(task.timeout))
+                attempt = dag.Attempt(number, dag.RUNNING, "", start=start)
+                if progress.outcome is not None:
+                    state, reason, message = progress.outcome
+                    attempt = dag.Attempt(number, state, "", reason, message[:4000], start, now)
+                    finished = True
+                observed[st.name] = dag.Observed((attempt,))
+            else:
+                continue
+            done.add((st.name, number))
+            prepared.builtin[st.name] = progress.status
+            if progress.canary:
+                canaries.add(progress.canary)
+            for d in progress.desired:  # a retry's canary replaces the failed attempt's plan for the same name
+                desired[d["metadata"]["name"]] = d
+            if not progress.desired and progress.canary:
+                desired.pop(progress.canary, None)
+            if progress.wake is not None:
+                wakes.append(progress.wake)
+        if not finished:
+            break
+        plan = plan_of(observed)
+    prepared.deployments = list(desired.values())
+    ns = run.metadata.namespace
+    prepared.canaries_absent = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}}
+        for name in sorted(canaries - set(desired))
+        if (runtime.child_views.get(("Deployment", ns, name)) or {}).get("owner") == run.metadata.uid]
+    prepared.builtin_wake = min(wakes) if wakes else None
+    return plan
 
 
 def context(run: PipelineRun) -> dict[str, str]:
@@ -205,10 +282,15 @@ def prepare(runtime: Any, run: PipelineRun) -> Prepared:
     timeouts = run.spec.timeouts
     params = validate.param_values(spec, given)
     ctx = context(run)
-    plan = dag.plan(dag.RunInput(
-        spec, params, observed, start=start, now=now, cancel=run.spec.status,
-        pipeline_timeout=seconds(timeouts.pipeline), tasks_timeout=seconds(timeouts.tasks),
-        finally_timeout=seconds(timeouts.finally_), context=ctx))
+
+    def plan_of(obs: dict[str, dag.Observed]) -> dag.Plan:
+        return dag.plan(dag.RunInput(
+            spec, params, obs, start=start, now=now, cancel=run.spec.status,
+            pipeline_timeout=seconds(timeouts.pipeline), tasks_timeout=seconds(timeouts.tasks),
+            finally_timeout=seconds(timeouts.finally_), context=ctx))
+
+    has_builtins = any(t.builtin for t in (*spec.tasks, *spec.finally_))
+    plan = _run_builtins(runtime, run, spec, old, observed, plan_of, prepared) if has_builtins else plan_of(observed)
     _planned(run, prepared, plan, params, ctx, runtime.config)
     return prepared
 
@@ -220,6 +302,8 @@ def _planned(run: PipelineRun, prepared: Prepared, plan: dag.Plan, params: dict[
     spec = prepared.spec
     assert spec is not None
     for s in plan.start:
+        if spec.task(s.task).builtin is not None:  # type: ignore[union-attr]
+            continue  # the operator runs it (_run_builtins), no Job
         inputs = resources.TaskInputs(spec.task(s.task), s.attempt, s.params, params, ctx,  # type: ignore[arg-type]
                                       config.pipeline_helper_image, config.unsandboxed_node_pool)
         prepared.jobs.append(resources.job(run, inputs))
@@ -247,11 +331,11 @@ def offline(run: PipelineRun) -> Prepared:
 
 
 def desired(run: PipelineRun, prepared: Prepared) -> list[dict[str, Any]]:
-    return [*prepared.claims, *prepared.jobs]
+    return [*prepared.claims, *prepared.jobs, *prepared.deployments]
 
 
 def absent(run: PipelineRun, prepared: Prepared | None = None) -> list[dict[str, Any]]:
-    return list(prepared.stops) if prepared is not None else []
+    return [*prepared.stops, *prepared.canaries_absent] if prepared is not None else []
 
 
 def references(run: PipelineRun) -> list[Reference]:
@@ -260,7 +344,10 @@ def references(run: PipelineRun) -> list[Reference]:
 
 
 def requeue_after(run: PipelineRun, prepared: Prepared) -> float | None:
-    return prepared.plan.wake_after if prepared.plan is not None and not prepared.plan.done else None
+    if prepared.plan is None or prepared.plan.done:
+        return None
+    wakes = [w for w in (prepared.plan.wake_after, prepared.builtin_wake) if w is not None]
+    return min(wakes) if wakes else None
 
 
 # ------------------------------------------------------------------ PipelineRun: status
@@ -271,7 +358,8 @@ def sandbox_text(run: PipelineRun) -> str:
     return "unsandboxed (opt-out)" if sandbox.unsandboxed else sandbox.runtime_class_name
 
 
-def _task_status(run: PipelineRun, st: dag.TaskState, old: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _task_status(run: PipelineRun, st: dag.TaskState, old: dict[str, Any], now: datetime,
+                 builtin: dict[str, Any] | None = None, is_builtin: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"name": st.name, "status": st.status}
     if st.is_finally:
         out["finally"] = True
@@ -283,13 +371,18 @@ def _task_status(run: PipelineRun, st: dag.TaskState, old: dict[str, Any], now: 
         name = a.job_name or resources.job_name(run.metadata.name, st.name, a.number)
         same = old.get("attempt") == a.number
         start = a.start or (_time(old.get("startTime")) if same else None) or now
-        out.update(jobName=name, attempt=a.number, startTime=format_time(start))
+        out.update(attempt=a.number, startTime=format_time(start))
+        if not is_builtin:
+            out["jobName"] = name
         if st.status in dag.FINAL:
             finish = a.finish or (_time(old.get("completionTime")) if same and old.get("status") == st.status
                                   else None) or now
             out["completionTime"] = format_time(finish)
         if a.results and st.status == dag.SUCCEEDED:
             out["results"] = [{"name": k, "value": v} for k, v in sorted(a.results.items())]
+        if builtin is None and old.get("attempt") == a.number:  # not looked at this time: as recorded
+            builtin = {k: old[k] for k in ("deploy", "canary") if k in old}
+        out.update(builtin or {})
     return out
 
 
@@ -310,7 +403,9 @@ def run_status(run: PipelineRun, given: StatusInput) -> dict[str, Any]:
         plan = prepared.plan
         assert plan is not None
         records = {t["name"]: t for t in old.get("tasks") or []}
-        out["tasks"] = [_task_status(run, st, records.get(st.name, {}), now) for st in plan.tasks]
+        spec = prepared.spec
+        out["tasks"] = [_task_status(run, st, records.get(st.name, {}), now, prepared.builtin.get(st.name),
+                                     bool(spec and (t := spec.task(st.name)) and t.builtin)) for st in plan.tasks]
         out["results"] = [{"name": k, "value": v} for k, v in sorted(plan.results.items())]
         condition = plan.condition
         if given.problems and not plan.done:

@@ -23,6 +23,7 @@ from mpcloud_operator.api.conditions import Condition
 from mpcloud_operator.api.parts import EnvVar, Resources, Sandbox
 from mpcloud_operator.api.schema import APIModel, CustomResource, Rule, cel, list_map, nested
 from mpcloud_operator.api.types import ImageRef, Label, Name
+from mpcloud_operator.pipeline.deploy_model import CanaryStatus, CanaryTask, DeployStatus, DeployTask
 from mpcloud_operator.pipeline.triggers import PipelineTriggers
 
 API_VERSION = "mpcloud.io/v1alpha1"
@@ -193,13 +194,26 @@ class WhenExpression(APIModel):
     """Values to compare with."""
 
 
+TASK_KIND_ONE_OF = Rule("[has(self.taskSpec), has(self.deploy), has(self.canary)].filter(x, x).size() == 1",
+                        "a pipeline task sets exactly one of taskSpec, deploy and canary")
+BUILTIN_NO_PARAMS = Rule("has(self.taskSpec) || !has(self.params) || size(self.params) == 0",
+                         "deploy and canary tasks take no params: write references into their fields")
+
+
 class PipelineTask(APIModel):
-    """A node of the DAG: a task spec, the params it gets, what it runs after, when it runs, and its retries."""
+    """A node of the DAG: a task spec (or a built-in deploy/canary task), the params it gets, what it runs after,
+    when it runs, and its retries."""
+
+    model_config = cel(TASK_KIND_ONE_OF, BUILTIN_NO_PARAMS)
 
     name: Label
     """Task name, unique in the pipeline (tasks and finally)."""
-    task_spec: TaskSpec
-    """The task (embedded)."""
+    task_spec: TaskSpec | None = None
+    """The task (embedded): steps run in a Job."""
+    deploy: DeployTask | None = None
+    """Built-in: update a MiniProgramApp's image or a CloudFunction's source, wait for Ready (run by the operator)."""
+    canary: CanaryTask | None = None
+    """Built-in: canary release of a MiniProgramApp with analysis, promotion and rollback (run by the operator)."""
     params: list[Param] = Field(default_factory=list, max_length=32, json_schema_extra=list_map("name"))
     """Values of the task's params."""
     run_after: list[Label] = Field(default_factory=list, max_length=MAX_RUN_AFTER,
@@ -213,6 +227,17 @@ class PipelineTask(APIModel):
     """Longest one attempt may run (the Job's activeDeadlineSeconds); unset or 0s: only the run's timeouts."""
     workspaces: list[WorkspaceUse] = Field(default_factory=list, max_length=8, json_schema_extra=list_map("name"))
     """The pipeline workspaces the task's workspaces are."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PipelineTask:
+        TASK_KIND_ONE_OF.check(sum(x is not None for x in (self.task_spec, self.deploy, self.canary)) == 1)
+        BUILTIN_NO_PARAMS.check(self.task_spec is not None or not self.params)
+        return self
+
+    @property
+    def builtin(self) -> str | None:
+        """"deploy" or "canary" for a task the operator runs itself; None for a Job of steps."""
+        return "deploy" if self.deploy is not None else "canary" if self.canary is not None else None
 
 
 TASK_NAMES_UNIQUE = Rule("!has(self.finally) || self.finally.all(f, !self.tasks.exists(t, t.name == f.name))",
@@ -444,6 +469,10 @@ class TaskRunStatus(APIModel):
     """When it finished."""
     results: list[ResultValue] = Field(default_factory=list, max_length=16)
     """Results it produced."""
+    deploy: DeployStatus | None = None
+    """A deploy task's progress."""
+    canary: CanaryStatus | None = None
+    """A canary task's progress (step, share, measurements): what a restarted operator goes on from."""
 
 
 class PipelineRunStatus(APIModel):

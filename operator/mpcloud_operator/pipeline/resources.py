@@ -280,3 +280,41 @@ def pod_outcome(pod: dict[str, Any]) -> tuple[dict[str, str], str]:
     if not message and st.get("phase") == "Failed":
         message = st.get("message") or st.get("reason") or "the pod failed"
     return results, message
+
+
+# ------------------------------------------------------------------ the canary of a canary task
+
+CANARY_LABEL = "mpcloud.io/canary"  # on the canary Deployment's pods: the pipeline task that runs it
+
+
+def canary_name(app: str) -> str:
+    """The canary Deployment of an app (one canary per app at a time: a second run's canary fails on the name)."""
+    return bounded(f"{app}-canary")
+
+
+def canary_deployment(run: PipelineRun, task: str, app: Any, replicas: int) -> dict[str, Any]:
+    """The canary: the app's own Deployment (its builders: the same hardened, sandboxed pod, Service selector
+    labels, so the Service sends it its share of traffic) with the new image (`app` already carries it), its own
+    name and selector, `replicas` pods, owned by the run (deleted with it; the stable Deployment is not touched)."""
+    from mpcloud_operator.miniprogramapp import resources as app_resources
+
+    dep = app_resources.deployment(app)
+    canary = {CANARY_LABEL: bounded(f"{run.metadata.name}.{task}")[:63].strip(".-_")}
+    meta = dep["metadata"]
+    meta.update(name=canary_name(app.metadata.name), labels={**meta["labels"], RUN_LABEL: run.metadata.name, **canary},
+                ownerReferences=[owner_reference(run)])
+    spec = dep["spec"]
+    spec["replicas"] = replicas
+    spec["selector"] = {"matchLabels": {**spec["selector"]["matchLabels"], **canary}}
+    spec["template"]["metadata"]["labels"] = {**spec["template"]["metadata"]["labels"], **canary}
+    spec["template"]["metadata"].pop("annotations", None)  # the stable pods' credential digest: not the canary's
+    return dep
+
+
+def canary_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """The part of a canary Deployment its task reads: whose it is, and whether its pods of its template are ready."""
+    meta, st = obj["metadata"], obj.get("status") or {}
+    owner = next((r.get("uid") for r in meta.get("ownerReferences") or () if r.get("controller")), None)
+    return {"owner": owner, "generation": meta.get("generation"), "replicas": (obj.get("spec") or {}).get("replicas"),
+            "observedGeneration": st.get("observedGeneration"), "readyReplicas": st.get("readyReplicas", 0),
+            "updatedReplicas": st.get("updatedReplicas", 0)}

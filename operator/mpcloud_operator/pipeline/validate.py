@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+from mpcloud_operator.api.schema import to_json
+from mpcloud_operator.pipeline import condition
 from mpcloud_operator.pipeline.model import PipelineSpec, PipelineTask, WorkspaceBinding
 
 REFERENCE = re.compile(r"\$\(([^()]*)\)")
@@ -57,11 +59,27 @@ def pipeline_strings(task: PipelineTask) -> Iterator[tuple[str, str]]:
         yield f"when[{i}].input", w.input
         for v in w.values:
             yield f"when[{i}].values", v
+    builtin = task.deploy or task.canary
+    if builtin is not None:
+        yield from _strings(to_json(builtin), task.builtin or "")
+
+
+def _strings(value: object, where: str) -> Iterator[tuple[str, str]]:
+    """Every string of a built-in task's spec, but inline file contents (code, not substituted)."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not (k == "files" and where.endswith(".inline")):
+                yield from _strings(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}[{i}]")
 
 
 def step_strings(task: PipelineTask) -> Iterator[tuple[str, str]]:
     """(where, text) of every string of a task's steps substituted at task level."""
-    for step in task.task_spec.steps:
+    for step in task.task_spec.steps if task.task_spec is not None else ():
         where = f"steps[{step.name}]"
         if step.script is not None:
             yield f"{where}.script", step.script
@@ -134,14 +152,40 @@ def _pipeline_level(spec: PipelineSpec, task: PipelineTask, in_finally: bool) ->
                 if producer is None:
                     yield f"{at} names no task of tasks[]" + (" (finally results cannot be referenced)"
                                                              if spec.task(ref[0]) else "")
-                elif ref[1] not in {r.name for r in producer.task_spec.results}:
+                elif ref[1] not in _results(producer):
                     yield f"{at}: task {ref[0]} declares no result {ref[1]}"
             else:
                 yield f"{at} is not a reference this field can use"
 
 
+def _results(task: PipelineTask) -> set[str]:
+    """Results a task declares (built-ins declare none)."""
+    return {r.name for r in task.task_spec.results} if task.task_spec is not None else set()
+
+
+def _builtin(task: PipelineTask) -> Iterable[str]:
+    """What the schema cannot check of a built-in: its analysis conditions parse, metric names are unique."""
+    if task.canary is None:
+        return
+    names: set[str] = set()
+    for i, step in enumerate(task.canary.steps):
+        a = step.analysis
+        if a is None:
+            continue
+        if a.name in names:
+            yield f"task {task.name} canary.steps[{i}].analysis: name {a.name} is used by an earlier analysis"
+        names.add(a.name)
+        for which, text in (("successCondition", a.success_condition), ("failureCondition", a.failure_condition)):
+            why = condition.problem(text) if text is not None else None
+            if why:
+                yield f"task {task.name} canary.steps[{i}].analysis.{which} {text!r}: {why}"
+
+
 def _task_level(spec: PipelineSpec, task: PipelineTask) -> Iterable[str]:
     ts = task.task_spec
+    if ts is None:
+        yield from _builtin(task)
+        return
     params = {p.name for p in ts.params} | {p.name for p in spec.params}
     results = {r.name for r in ts.results}
     workspaces = {w.name for w in ts.workspaces}
@@ -186,7 +230,7 @@ def problems(spec: PipelineSpec) -> list[str]:
     for result in spec.results:
         refs = [result_reference(e) for e in references(result.value)]
         if not refs or not all(r is not None and (t := spec.task(r[0])) is not None
-                               and r[1] in {x.name for x in t.task_spec.results} for r in refs):
+                               and r[1] in _results(t) for r in refs):
             out.append(f"results[{result.name}]: {result.value!r} must reference declared results as $(tasks.<task>.results.<name>)")
     return out
 

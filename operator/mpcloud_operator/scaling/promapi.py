@@ -42,6 +42,19 @@ class PromClient:
             raise PromError(f"{body.get('errorType', 'error')}: {body.get('error', body)}")
         return body["data"]
 
+    def instant(self, query: str) -> float:
+        """The one number an instant query returns (a scalar, or a vector of one series); PromError otherwise."""
+        data = self._post("/api/v1/query", {"query": query})
+        result = data.get("result")
+        if data.get("resultType") == "scalar":
+            return float(result[1])
+        if data.get("resultType") != "vector":
+            raise PromError(f"the query returned a {data.get('resultType')}, not a number")
+        if len(result) != 1:
+            raise PromError(f"the query returned {len(result)} series; it must return one (aggregate it, e.g. sum)"
+                            if result else "the query returned no series")
+        return float(result[0]["value"][1])
+
     def query_range(self, query: str, start: float, end: float, step: float
                     ) -> tuple[list[dict[str, str]], np.ndarray]:
         """(labels per series, values[n_series, n_steps]) for steps start, start + step, .., end."""

@@ -106,6 +106,32 @@ def test_promotion_event_freezes_the_app_image(risk):
     assert "[opsRisk.freeze]" in message and "promotion event flash-sale" in message
 
 
+def test_a_pipeline_deploy_in_a_freeze_window_fails_with_the_refusal(risk):
+    """The deploy task's change goes through the API server: the freeze refuses it, the run says why."""
+    risk.create_app("frozen", image="nginxinc/nginx-unprivileged:1.26")
+    risk.policy({"opsRisk": {"mode": "Enforce", "rollout": {"enabled": False}, "freezeWindows": [
+        {"name": "year-end", "start": utc(-60), "end": utc(3600), "reason": "year-end close"}]}})
+    tags = iter(range(10**6))
+    wait_until(lambda: risk.refusal(risk.set_image, "frozen", f"nginxinc/nginx-unprivileged:1.27-{next(tags)}"),
+               20, interval=0.5, what="the freeze in force")
+    before = risk.custom.get_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "miniprogramapps",
+                                                      "frozen")["spec"]["image"]  # a tag admitted before the freeze
+    body = {"apiVersion": "mpcloud.io/v1alpha1", "kind": "PipelineRun", "metadata": {"name": "ship"}, "spec": {
+        "pipelineSpec": {"tasks": [{"name": "ship", "deploy": {"app": "frozen",
+                                                               "image": "nginxinc/nginx-unprivileged:1.27"}}]}}}
+    risk.custom.create_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "pipelineruns", body)
+
+    def failed():
+        st = risk.custom.get_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "pipelineruns",
+                                                      "ship").get("status") or {}
+        return next((t for t in st.get("tasks") or [] if t.get("status") == "Failed"), None)
+    task = wait_until(failed, 60, what="the deploy task failed")
+    assert task["reason"] == "DeployRefused", task
+    assert "[opsRisk.freeze]" in task["message"] and "change freeze year-end (year-end close)" in task["message"]
+    app = risk.custom.get_namespaced_custom_object("mpcloud.io", "v1alpha1", risk.ns, "miniprogramapps", "frozen")
+    assert app["spec"]["image"] == before
+
+
 def test_operator_down_fails_closed_for_enforce_and_open_for_audit(risk, risk_operator, api_client):
     """Last in the module: stops the operator (and starts it again for nothing after)."""
     risk.policy(ENFORCE)

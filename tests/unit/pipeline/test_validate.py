@@ -79,3 +79,55 @@ def test_step_script_xor_command_and_run_rules():
         PipelineRunSpec.model_validate({"pipelineRef": {"name": "p"},
                                         "timeouts": {"pipeline": "10m", "tasks": "9m", "finally": "2m"}})
     assert seconds("1h30m") == 5400 and seconds("0s") is None and seconds("1.5s") == 1.5 and seconds("250ms") == 0.25
+
+
+def test_builtin_tasks_references_conditions_and_edges():
+    canary = {"name": "canary", "canary": {"app": "$(params.app)", "image": "$(tasks.build.results.image)", "steps": [
+        {"weight": 20}, {"analysis": {"name": "m", "query": "q{x=\"$(params.nope)\"}", "successCondition": "result <"}},
+        {"analysis": {"name": "m", "query": "q", "failureCondition": "result > 1"}}]}}
+    deploy = {"name": "fn", "deploy": {"function": "todo", "source": {"inline": {"files": {
+        "index.js": "const s = `$(not.a.reference)`"}}}}}  # code: not substituted, not checked
+    s = spec([task("build", results=["image"]), canary, deploy], params=[{"name": "app"}])
+    found = validate.problems(s)
+    assert found == [
+        "task canary canary.steps[1].analysis.query: $(params.nope) names a param the pipeline does not declare",
+        "task canary canary.steps[1].analysis.successCondition 'result <': the condition ends too early",
+        "task canary canary.steps[2].analysis: name m is used by an earlier analysis"]
+    assert validate.dependencies(s.task("canary")) == {"build"}
+    bad = spec([task("a"), {"name": "b", "deploy": {"app": "shop", "image": "$(tasks.a.results.image)"}},
+                {"name": "c", "deploy": {"app": "shop", "image": "i"}}, task("d", params={"x": "$(tasks.c.results.y)"},
+                                                                        task_params=["x"])])
+    found = validate.problems(bad)
+    assert "task b deploy.image: $(tasks.a.results.image): task a declares no result image" in found
+    assert "task d params[x]: $(tasks.c.results.y): task c declares no result y" in found
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"name": "x"}, "exactly one of taskSpec, deploy and canary"),
+    ({"name": "x", "deploy": {"app": "a", "image": "i"}, "taskSpec": {"steps": [
+        {"name": "s", "image": "i", "script": "true"}]}}, "exactly one of taskSpec, deploy and canary"),
+    ({"name": "x", "deploy": {"app": "a", "image": "i"}, "params": [{"name": "p", "value": "v"}]},
+     "deploy and canary tasks take no params"),
+    ({"name": "x", "deploy": {"app": "a"}}, "deploy sets app with image"),
+    ({"name": "x", "deploy": {"function": "f", "image": "i"}}, "deploy sets app with image"),
+    ({"name": "x", "deploy": {"function": "f", "source": {}}}, "exactly one of inline and configMapRef"),
+])
+def test_builtin_cel_mirrors(body, message):
+    from mpcloud_operator.pipeline.model import PipelineTask
+
+    with pytest.raises(ValidationError, match=message):
+        PipelineTask.model_validate(body)
+
+
+def test_the_release_example_is_valid_and_its_canary_waits_for_the_tests():
+    import yaml
+
+    from tests.unit.pipeline.test_graph import ROOT
+
+    body = yaml.safe_load((ROOT / "examples" / "pipeline" / "release.yaml").read_text())
+    s = PipelineSpec.model_validate(body["spec"])
+    assert validate.problems(s) == []
+    canary = s.task("canary")
+    assert canary.builtin == "canary" and validate.dependencies(canary) == {"unit-tests"}
+    assert [st.weight or st.pause or st.analysis.name for st in canary.canary.steps] == [
+        25, "30s", "error-rate", 50, "error-rate-at-50"]
