@@ -11,6 +11,7 @@ GROUP = "mpcloud.io"
 VERSION = "v1alpha1"
 FIELD_MANAGER = "mpcloud"  # the reconciler: children, its status conditions and counts
 SCALER_FIELD_MANAGER = "mpcloud-scaler"  # the scaling loop: Deployment spec.replicas, ScalingDegraded, forecast
+POOL_FIELD_MANAGER = "mpcloud-warmpool"  # the warm pools: their Deployments (size included), token Secrets
 TRIGGER_FIELD_MANAGER = "mpcloud-triggers"  # pipeline triggers: the PipelineRuns they create (and cancel)
 
 
@@ -76,6 +77,13 @@ class OperatorConfig(BaseModel):
     admission_timeout_seconds: int = Field(default=5, ge=1, le=30, description="timeoutSeconds of the webhooks.")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
                                     "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
+    pool_key: str | None = Field(default=None, min_length=16, description="Secret the warm pools' specialise "
+                                 "tokens are derived from (HMAC per pool; the gateway holds the same key). Unset: no "
+                                 "warm pools.")
+    warm_pool_min: int = Field(default=1, ge=0, le=100, description="Pods of a warm pool while any function wants it.")
+    warm_pool_max: int = Field(default=5, ge=1, le=100, description="Most pods of one warm pool.")
+    warm_pool_horizon_minutes: int = Field(default=2, ge=1, le=60, description="Keep-alive minutes ahead whose "
+                                           "expected cold starts size the warm pools.")
 
     @classmethod
     def from_env(cls, **overrides: object) -> OperatorConfig:
@@ -106,7 +114,8 @@ class OperatorConfig(BaseModel):
                 "s3_endpoint", "s3_function_endpoint", "s3_public_endpoint", "s3_admin_access_key",
                 "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",
                 "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image", "admission_port",
-                "admission_url", "admission_cert_seconds", "admission_cert_check_seconds", "admission_timeout_seconds")},
+                "admission_url", "admission_cert_seconds", "admission_cert_check_seconds", "admission_timeout_seconds",
+                "pool_key", "warm_pool_min", "warm_pool_max", "warm_pool_horizon_minutes")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

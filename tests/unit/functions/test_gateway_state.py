@@ -98,4 +98,4 @@ def test_demand_body_has_the_contract_fields():
     state.requests, state.cold_starts = 5, 1
     state.try_acquire()
     assert gateway._demand_body(state) == {"namespace": "n", "name": "f", "waiting": 0, "inFlight": 1, "requests": 5,
-                                           "coldStarts": 1, "instances": 2, "gateway": "gw-1"}
+                                           "coldStarts": 1, "poolStarts": 0, "instances": 2, "gateway": "gw-1"}
