@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     source: RouteSource = (StaticRouteSource(args.routes) if args.routes
                            else KubeRouteSource.from_kubeconfig(args.kubeconfig))
     pool_key = None
-    if args.pool_key_file:
+    if args.pool_key_file and os.path.isfile(args.pool_key_file):  # an optional Secret: absent means no pool
         with open(args.pool_key_file, encoding="utf-8") as f:
             pool_key = f.read().strip() or None
     gateway = Gateway(source, args.demand_url, args.queue_timeout, args.max_queue, pool_key=pool_key)
