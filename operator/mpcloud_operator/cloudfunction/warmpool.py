@@ -8,11 +8,13 @@ keeps, unowned (a pool serves every function of its kind in the namespace):
   node pool), pod labels `mpcloud.io/pool=<pool>`, `mpcloud.io/runtime`, `mpcloud.io/sandbox`;
 - Secret `<pool>-token`: the pool's specialise token, HMAC(pool key, "<namespace>/<pool>") — the gateway derives
   the same value from the same key, so it needs no Secret read anywhere;
-- NetworkPolicy `<pool>`: only the gateway reaches pool pods; ServiceAccount `cf-pool` without a token.
+- NetworkPolicy `<pool>`: only the gateway reaches pool pods, claimed ones included (it selects the runtime and
+  sandbox labels a claim keeps); ServiceAccount `cf-pool` without a token.
 
 The gateway claims a ready pool pod by relabelling it (a merge patch with a resourceVersion precondition: two
-gateways never both win) — out of the pool's selector, so its ReplicaSet makes a replacement at once, into the
-function's (`mpcloud.io/function=<name>`), so the function's Service lists it — then specialises it. The
+gateways never both win) — out of the pool's selector, so its ReplicaSet makes a replacement at once — then
+specialises it, and only then labels it `mpcloud.io/function=<name>` (the function's Service lists it from then
+on: a generic pod is never an endpoint of a function). The
 function's own pod starts meanwhile (the request also counts as waiting, so the scaler scales from zero as
 without a pool) and the claimed pod is deleted by the gateway once the function has an instance of its own:
 it is *retired*, not adopted, because it runs with the pool's resources and identity, outside the function's
@@ -49,6 +51,7 @@ POOL_LABEL = "mpcloud.io/pool"  # the pool Deployment's selector: removed when a
 RUNTIME_LABEL = "mpcloud.io/runtime"
 SANDBOX_LABEL = "mpcloud.io/sandbox"
 CLAIMED_LABEL = "mpcloud.io/claimed-from"  # on a claimed pod: the pool it came from
+CLAIMED_FOR_LABEL = "mpcloud.io/claimed-for"  # on a claimed pod: the function (before it joins its Service)
 CLAIMED_BY_ANNOTATION = "mpcloud.io/claimed-by"
 CLAIMED_AT_ANNOTATION = "mpcloud.io/claimed-at"
 POOL_SERVICE_ACCOUNT = "cf-pool"
@@ -164,7 +167,8 @@ def network_policy(key: PoolKey) -> dict[str, Any]:
                "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)}}
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": key.name, "namespace": key.namespace, "labels": _labels(key)},
-            "spec": {"podSelector": {"matchLabels": {POOL_LABEL: key.name}}, "policyTypes": ["Ingress"],
+            "spec": {"podSelector": {"matchLabels": {MANAGED_BY_LABEL: MANAGER, RUNTIME_LABEL: key.runtime,
+                                                     SANDBOX_LABEL: key.sandbox}}, "policyTypes": ["Ingress"],
                      "ingress": [{"from": [gateway], "ports": [{"port": PORT, "protocol": "TCP"}]}]}}
 
 

@@ -382,6 +382,11 @@ class Gateway:
         state.add_pool_instance(claimed.address, claimed.pod)
         if state.own_instances():  # the function's own pod won the race
             self._retire_pool_pods(state)
+            return
+        try:  # off the request's path: the held requests are on their way to the pod already
+            await self.claimer.join(claimed, route)
+        except Exception as exc:  # noqa: BLE001 - this gateway routes to it anyway; the sweep retires it
+            log.warning("labelling pool pod %s/%s for %s failed: %s", claimed.namespace, claimed.pod, state.key[1], exc)
 
     def _retire_pool_pods(self, state: FunctionState) -> None:
         """Stop routing to the function's pool pods now that it has its own; delete each once idle here."""

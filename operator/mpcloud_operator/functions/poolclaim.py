@@ -4,11 +4,13 @@ See `cloudfunction.warmpool` for the pool itself. A claim is one merge patch of 
 resourceVersion as a precondition (a second gateway racing for the same pod gets 409 and tries another):
 
 - labels: `mpcloud.io/pool` removed (the pool's ReplicaSet lets the pod go and starts a replacement),
-  `mpcloud.io/function` and `mpcloud.io/app` set (the function's Service now lists it, its NetworkPolicy
-  applies), `mpcloud.io/claimed-from=<pool>` (what the sweep looks for);
+  `mpcloud.io/claimed-from=<pool>` (what the sweep looks for), `mpcloud.io/claimed-for=<function>`;
 - the CloudFunction as its owner (the pod goes when the function is deleted), the claiming gateway and time.
 
-Then `POST /_/specialise` with the pool's token (HMAC of the pool key the operator shares). A claimed pod that
+Then `POST /_/specialise` with the pool's token (HMAC of the pool key the operator shares), and only once that
+worked `mpcloud.io/function` and `mpcloud.io/app` (`join_patch`): the function's Service lists the pod from then
+on (other gateway replicas route to it too). Labelled earlier, a generic pod would be a ready endpoint of the
+function before it has the code. A claimed pod that
 fails to specialise, or whose function has an instance of its own, is deleted (retired): see the
 module docstring of `cloudfunction.warmpool` for why it is not adopted. Any gateway's sweep also retires
 claims left behind by a gateway that went away (`sweep_decisions`, pure).
@@ -26,8 +28,8 @@ from typing import Any, Callable
 
 import aiohttp
 
-from mpcloud_operator.cloudfunction.warmpool import (CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLAIMED_LABEL,
-                                                     POOL_LABEL, pool_token)
+from mpcloud_operator.cloudfunction.warmpool import (CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLAIMED_FOR_LABEL,
+                                                     CLAIMED_LABEL, POOL_LABEL, pool_token)
 from mpcloud_operator.functions.routes import FUNCTION_LABEL, FunctionRoute
 
 log = logging.getLogger("mpcloud.functions.poolclaim")
@@ -77,12 +79,18 @@ def claim_patch(pod: dict[str, Any], route: FunctionRoute, gateway_id: str, now:
     assert route.pool is not None
     return {"metadata": {
         "resourceVersion": pod["metadata"]["resourceVersion"],
-        "labels": {POOL_LABEL: None, FUNCTION_LABEL: route.name, APP_LABEL: route.pool.app, CLAIMED_LABEL: route.pool.pool},
+        "labels": {POOL_LABEL: None, CLAIMED_FOR_LABEL: route.name, CLAIMED_LABEL: route.pool.pool},
         "annotations": {CLAIMED_BY_ANNOTATION: gateway_id[:253], CLAIMED_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ")},
         # Replaces the ReplicaSet's reference (the selector no longer matches it anyway).
         "ownerReferences": [{"apiVersion": "mpcloud.io/v1alpha1", "kind": "CloudFunction", "name": route.name,
                              "uid": route.pool.uid}],
     }}
+
+
+def join_patch(route: FunctionRoute) -> dict[str, Any]:
+    """After specialisation: the labels that make the pod an endpoint of the function's Service."""
+    assert route.pool is not None
+    return {"metadata": {"labels": {FUNCTION_LABEL: route.name, APP_LABEL: route.pool.app}}}
 
 
 def sweep_decisions(pods: list[dict[str, Any]], own_instances: Callable[[str, str], list[str] | None],
@@ -96,7 +104,7 @@ def sweep_decisions(pods: list[dict[str, Any]], own_instances: Callable[[str, st
         if meta.get("deletionTimestamp"):
             continue
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-        function = labels.get(FUNCTION_LABEL)
+        function = labels.get(CLAIMED_FOR_LABEL)
         address = pod_address(pod)
         if not function or (address and busy(address)):
             continue
@@ -168,6 +176,11 @@ class PoolClaimer:
                 return None if resp.status == 200 else f"HTTP {resp.status}: {text[:300]}"
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
+
+    async def join(self, claimed: Claimed, route: FunctionRoute) -> None:
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.kube.request("PATCH", self.kube.paths.object("Pod", claimed.namespace, claimed.pod),
+                                            body=join_patch(route), content_type="application/merge-patch+json"))
 
     async def retire(self, namespace: str, pod: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.kube.delete, "Pod", namespace, pod)

@@ -58,8 +58,9 @@ def test_a_function_at_zero_answers_from_a_specialised_pool_pod_which_is_retired
     assert _metric(gw, "mpcloud_function_cold_start_seconds_count", {"namespace": ns, "function": "warm", "start": "pool"}) == 1
     assert _metric(gw, "mpcloud_function_cold_start_seconds_count", {"namespace": ns, "function": "warm", "start": "pod"}) == 0
 
-    claimed = core.read_namespaced_pod(pool_pod.metadata.name, ns)
-    assert claimed.metadata.labels["mpcloud.io/function"] == "warm" and "mpcloud.io/pool" not in claimed.metadata.labels
+    claimed = wait_until(lambda: (p := core.read_namespaced_pod(pool_pod.metadata.name, ns)).metadata.labels.get(
+        "mpcloud.io/function") and p, 10, what="the specialised pod to join the function's Service")
+    assert claimed.metadata.labels["mpcloud.io/claimed-for"] == "warm" and "mpcloud.io/pool" not in claimed.metadata.labels
     assert claimed.metadata.owner_references[0].kind == "CloudFunction"
     st = wait_until(lambda: (functions.get("warm").get("status") or {}).get("poolStarts") and
                     functions.get("warm")["status"], 30, what="status.poolStarts")

@@ -46,8 +46,9 @@ def test_the_claim_patch_moves_the_pod_from_the_pool_to_the_function_with_a_prec
     route = route_of(function())
     patch = poolclaim.claim_patch(pod("a"), route, "gw-1", NOW)["metadata"]
     assert patch["resourceVersion"] == "42"
-    assert patch["labels"] == {"mpcloud.io/pool": None, "mpcloud.io/function": "f", "mpcloud.io/app": "default",
-                               "mpcloud.io/claimed-from": POOL}
+    # not yet the function's label: a generic pod must not become an endpoint of its Service before specialising
+    assert patch["labels"] == {"mpcloud.io/pool": None, "mpcloud.io/claimed-for": "f", "mpcloud.io/claimed-from": POOL}
+    assert poolclaim.join_patch(route) == {"metadata": {"labels": {"mpcloud.io/function": "f", "mpcloud.io/app": "default"}}}
     assert patch["ownerReferences"][0]["uid"] == "uid-f"
     assert patch["annotations"]["mpcloud.io/claimed-at"] == "2026-12-04T12:00:00Z"
 
@@ -63,7 +64,7 @@ def test_a_route_has_a_pool_target_only_for_proven_code_of_a_function_that_wants
 
 
 def _claimed(name: str, age: float, ready: bool = True, ip: str = "10.0.0.5") -> dict:
-    p = pod(name, ready=ready, ip=ip, pool=None, **{"mpcloud.io/function": "f", "mpcloud.io/claimed-from": POOL})
+    p = pod(name, ready=ready, ip=ip, pool=None, **{"mpcloud.io/claimed-for": "f", "mpcloud.io/claimed-from": POOL})
     at = datetime.fromtimestamp(NOW.timestamp() - age, timezone.utc)
     p["metadata"]["annotations"] = {"mpcloud.io/claimed-at": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
     return p
