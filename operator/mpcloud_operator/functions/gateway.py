@@ -125,7 +125,8 @@ class FunctionState:
         instances = [a for a in instances if a not in self.retired]
         self.table_instances = instances
         instances = list(dict.fromkeys([*instances, *self.pool_instances]))
-        self.inflight = {a: self.inflight.get(a, 0) for a in instances}
+        # An instance that left keeps its count while requests run there (a retiring pool pod waits for them).
+        self.inflight = {**{a: n for a, n in self.inflight.items() if n > 0}, **{a: self.inflight.get(a, 0) for a in instances}}
         self.usable = instances[: self.route.max_instances]
         self.m_instances.set(len(self.usable))
         self._wake()
