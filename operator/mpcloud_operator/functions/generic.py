@@ -37,7 +37,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mpcloud_operator.functions import protocol, service
+# Imported at start-up, not at the first specialise: the pod has time now, the request does not.
+from mpcloud_operator.cloudfunction.resources import source_hash
+from mpcloud_operator.functions import fetch, protocol, service
 from mpcloud_operator.functions.host import Host, language
 
 log = logging.getLogger("mpcloud.functions.generic")
@@ -87,8 +89,6 @@ def check_hash(spec: Specialisation) -> str | None:
     if spec.source.files is None:
         return None if spec.hash == (spec.source.archive.sha256 if spec.source.archive else None) else \
             "hash must be the archive's sha256"
-    from mpcloud_operator.cloudfunction.resources import source_hash
-
     got = source_hash(spec.source.files)
     return None if got == spec.hash else f"the files hash to {got}, not {spec.hash}"
 
@@ -180,8 +180,6 @@ class GenericHost:
             if spec.source.files is not None:
                 write_files(self.code_dir, spec.source.files)
             else:
-                from mpcloud_operator.functions import fetch
-
                 archive = spec.source.archive
                 assert archive is not None
                 await asyncio.get_running_loop().run_in_executor(None, fetch.fetch, archive.url, archive.sha256,
