@@ -213,6 +213,7 @@ class WarmPools:
         self.sizes: dict[PoolKey, int] = {}
         self.failed: dict[PoolKey, str] = {}
         self.sandboxes: dict[PoolKey, Sandbox] = {}
+        self.leftover: set[tuple[str, str]] | None = None  # pools found at start-up with pods: (namespace, name)
         self._last = -math.inf
 
     @property
@@ -240,7 +241,9 @@ class WarmPools:
         if self.key is None or now - self._last < self.every_seconds:
             return
         self._last = now
-        for key, (size, sandbox) in self.desired(functions, at_zero, expected).items():
+        desired = self.desired(functions, at_zero, expected)
+        self._scale_down_leftovers({(k.namespace, k.name) for k in desired})
+        for key, (size, sandbox) in desired.items():
             self.sizes[key] = size
             try:
                 self._apply(key, size, sandbox)
@@ -249,6 +252,24 @@ class WarmPools:
                 if self.failed.get(key) != message:
                     log.warning("warm pool %s/%s: %s", key.namespace, key.name, message)
                 self.failed[key] = message
+
+    def _scale_down_leftovers(self, wanted: set[tuple[str, str]]) -> None:
+        """A previous leader's pools that nobody wants now go to zero (this one never applied them, so `desired`
+        does not know them)."""
+        if self.leftover is None:
+            try:
+                listed = self.runtime.kube.list("Deployment", None, query=[("labelSelector", POOL_LABEL)])
+            except Exception as exc:  # noqa: BLE001 - try again next tick
+                log.warning("listing warm pools failed: %s", exc)
+                return
+            self.leftover = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in listed.get("items") or []
+                             if (d.get("spec") or {}).get("replicas")}
+        from mpcloud_operator.config import POOL_FIELD_MANAGER
+
+        for namespace, name in sorted(self.leftover - wanted):
+            self.runtime.kube.apply_scale("Deployment", namespace, name, 0, POOL_FIELD_MANAGER)
+            log.info("warm pool %s/%s: no function wants it, 0 pods", namespace, name)
+        self.leftover = set()
 
     def _apply(self, key: PoolKey, size: int, sandbox: Sandbox) -> None:
         if size == 0 and key not in self.applied:

@@ -137,3 +137,12 @@ def test_no_pool_key_no_pools():
     runtime = SimpleNamespace(kube=kube, config=OperatorConfig(function_image="img:1"))
     warmpool.WarmPools(runtime, every_seconds=0).tick(1.0, [fn()], lambda f: True, lambda f: 1.0)
     assert not kube.writes()
+
+
+def test_a_previous_leaders_pool_that_nobody_wants_goes_to_zero():
+    pools, kube = _pools()
+    key = warmpool.PoolKey(NS, "nodejs20", "none")
+    kube.put(warmpool.deployment(key, 3, fn(sandbox=UNSANDBOXED).spec.sandbox, "img:1", "IfNotPresent", None))
+    pools.tick(1.0, [fn("a", sandbox=UNSANDBOXED)], at_zero=lambda f: True, expected=lambda f: 0.2)
+    assert kube.get("Deployment", NS, "cf-pool-nodejs20-none")["spec"]["replicas"] == 0
+    assert kube.get("Deployment", NS, "cf-pool-python311-none")["spec"]["replicas"] == 1
