@@ -9,6 +9,8 @@ keep-alive benchmark scores, vectorised over all functions) see the minute's inv
 stay warm or are pre-warmed for the next one. Replicas are written through the Deployment's scale subresource
 with the scaler's field manager; invocations, cold starts and the reason go to the function's status.
 
+Each tick also sizes the warm pools (`warmpool.WarmPools`) from the same keep-alive policies' forecast.
+
 Demand is in memory; the keep-alive history is saved by the leader every few minutes and on a clean stop, and
 restored at start (keepalive_store.py), so a restart does not send every function back to warm-after-use.
 """

@@ -33,9 +33,10 @@ def _metric(url: str, name: str, labels: dict[str, str]) -> float:
 
 def test_a_function_at_zero_answers_from_a_specialised_pool_pod_which_is_retired_later(functions):  # noqa: F811
     ns, core = functions.ns, functions.core
-    # fixed keep-alive (deterministic scale to zero) with the pool asked for explicitly
+    # fixed keep-alive (deterministic: to zero right after the deploy, then 5 test minutes = 20 s warm after a call,
+    # so the function's own pod is still there when the test looks) with the pool asked for explicitly
     functions.create(function("warm", {"index.py": PY_ECHO},
-                              scaling={"keepAlive": {"policy": "fixed", "fixedMinutes": 1}, "warmPool": {"enabled": True}}))
+                              scaling={"keepAlive": {"policy": "fixed", "fixedMinutes": 5}, "warmPool": {"enabled": True}}))
     functions.wait_serving("warm")
     functions.wait_reason("warm", "ScaledToZero", timeout=60)
     wait_until(lambda: not core.list_namespaced_pod(ns, label_selector="mpcloud.io/function=warm").items, 60,
@@ -62,10 +63,6 @@ def test_a_function_at_zero_answers_from_a_specialised_pool_pod_which_is_retired
         "mpcloud.io/function") and p, 10, what="the specialised pod to join the function's Service")
     assert claimed.metadata.labels["mpcloud.io/claimed-for"] == "warm" and "mpcloud.io/pool" not in claimed.metadata.labels
     assert claimed.metadata.owner_references[0].kind == "CloudFunction"
-    st = wait_until(lambda: (functions.get("warm").get("status") or {}).get("poolStarts") and
-                    functions.get("warm")["status"], 30, what="status.poolStarts")
-    assert st["poolStarts"] == 1 and st["coldStarts"] >= 1
-
     # The scale-up ran meanwhile: once the function's own pod is ready the pool pod is retired ...
     def retired() -> bool:
         pods = core.list_namespaced_pod(ns, label_selector="mpcloud.io/claimed-from").items
@@ -74,6 +71,9 @@ def test_a_function_at_zero_answers_from_a_specialised_pool_pod_which_is_retired
     own = [p for p in core.list_namespaced_pod(ns, label_selector="mpcloud.io/function=warm").items
            if "mpcloud.io/claimed-from" not in (p.metadata.labels or {}) and p.metadata.deletion_timestamp is None]
     assert own, "the function's own pod serves now"
+    st = wait_until(lambda: (functions.get("warm").get("status") or {}).get("poolStarts") and
+                    functions.get("warm")["status"], 30, what="status.poolStarts")
+    assert st["poolStarts"] == 1 and st["coldStarts"] >= 1
     # ... and the pool has a ready replacement for the next cold start.
     wait_until(lambda: (apps.read_namespaced_deployment(POOL, ns).status.ready_replicas or 0) >= 1, 60, interval=0.5,
                what="the pool's replacement pod")
