@@ -231,7 +231,9 @@ class Gateway:
         if pool_key and kube is not None:
             from mpcloud_operator.functions.poolclaim import PoolClaimer
 
-            self.claimer = PoolClaimer(kube, pool_key, self.gateway_id)
+            if hasattr(source, "watch_pool_pods"):
+                source.watch_pool_pods()
+            self.claimer = PoolClaimer(kube, pool_key, self.gateway_id, source)
         self._retiring: set[str] = set()
 
     # ------------------------------------------------------------------ routes

@@ -132,9 +132,17 @@ def sweep_decisions(pods: list[dict[str, Any]], own_instances: Callable[[str, st
 class PoolClaimer:
     """Claims through the gateway's KubeClient (its calls run in a thread: the client is blocking)."""
 
-    def __init__(self, kube: Any, pool_key: str, gateway_id: str) -> None:
+    def __init__(self, kube: Any, pool_key: str, gateway_id: str, source: Any = None) -> None:
         self.kube, self.pool_key, self.gateway_id = kube, pool_key, gateway_id
         kube.paths.add("Pod", "v1", "pods")
+        self.source = source  # a KubeRouteSource watching the pool pods (else: a LIST per claim)
+
+    def candidates(self, namespace: str, pool: str) -> list[dict[str, Any]]:
+        """The pool's pods: from the route source's watch once it listed them, else from the API server."""
+        cache = getattr(self.source, "pool_pods", None)
+        if cache is not None and self.source.pool_synced.is_set():
+            return [p for (ns, _), p in list(cache.items()) if ns == namespace]
+        return self.kube.list("Pod", namespace, query=[("labelSelector", f"{POOL_LABEL}={pool}")]).get("items") or []
 
     async def claim(self, route: FunctionRoute) -> Claimed | None:
         return await asyncio.get_running_loop().run_in_executor(None, self._claim, route)
@@ -143,8 +151,8 @@ class PoolClaimer:
         from kubernetes.client.exceptions import ApiException
 
         assert route.pool is not None
-        listed = self.kube.list("Pod", route.namespace, query=[("labelSelector", f"{POOL_LABEL}={route.pool.pool}")])
-        for pod in claim_order(listed.get("items") or [], route.pool.pool, self.gateway_id)[:CLAIM_ATTEMPTS]:
+        pods = self.candidates(route.namespace, route.pool.pool)
+        for pod in claim_order(pods, route.pool.pool, self.gateway_id)[:CLAIM_ATTEMPTS]:
             name = pod["metadata"]["name"]
             try:
                 self.kube.request("PATCH", self.kube.paths.object("Pod", route.namespace, name),

@@ -297,6 +297,14 @@ class KubeRouteSource:
         kube.paths.add("EndpointSlice", "discovery.k8s.io/v1", "endpointslices")
         self._stop = threading.Event()
         self.synced = {"CloudFunction": threading.Event(), "EndpointSlice": threading.Event()}
+        self.pool_pods: dict[tuple[str, str], dict[str, Any]] | None = None  # see watch_pool_pods
+
+    def watch_pool_pods(self) -> None:
+        """Also keep the warm pools' pods (label mpcloud.io/pool), so a claim reads them without a LIST on the
+        request's path. Call before start(); the gateway does when it has a pool key (it needs pods list/watch)."""
+        self.kube.paths.add("Pod", "v1", "pods")
+        self.pool_pods = {}
+        self.pool_synced = threading.Event()
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None) -> "KubeRouteSource":
@@ -341,8 +349,26 @@ class KubeRouteSource:
                 else:
                     table.set_slice(*parsed)
 
-        for kind, handler, query in (("CloudFunction", on_functions, []),
-                                     ("EndpointSlice", on_slices, [("labelSelector", FUNCTION_LABEL)])):
+        watches = [("CloudFunction", on_functions, []), ("EndpointSlice", on_slices, [("labelSelector", FUNCTION_LABEL)])]
+        if self.pool_pods is not None:
+            from mpcloud_operator.cloudfunction.warmpool import POOL_LABEL
+
+            pods = self.pool_pods
+
+            def on_pods(kind: str, items: list[dict[str, Any]] | None, event: dict[str, Any] | None) -> None:
+                if items is not None:
+                    pods.clear()
+                    pods.update({(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in items})
+                    self.pool_synced.set()
+                    return
+                meta = event["object"]["metadata"]
+                if event["type"] == "DELETED":
+                    pods.pop((meta["namespace"], meta["name"]), None)
+                else:
+                    pods[(meta["namespace"], meta["name"])] = event["object"]
+
+            watches.append(("Pod", on_pods, [("labelSelector", POOL_LABEL)]))
+        for kind, handler, query in watches:
             threading.Thread(target=self._run, args=(kind, query, handler, loop), name=f"watch-{kind}",
                              daemon=True).start()
 
@@ -355,7 +381,8 @@ class KubeRouteSource:
                 listed = self.kube.list(kind, None, query=query)
                 version = listed["metadata"]["resourceVersion"]
                 loop.call_soon_threadsafe(handler, kind, listed.get("items") or [], None)
-                self.synced[kind].set()
+                if kind in self.synced:
+                    self.synced[kind].set()
                 backoff = 1.0
                 watch = query + [("watch", "true"), ("allowWatchBookmarks", "true"),
                                  ("timeoutSeconds", str(WATCH_SECONDS))]

@@ -28,8 +28,8 @@ def test_rbac_reads_functions_and_endpointslices_and_claims_pool_pods_only():
                for v in rule["verbs"]}
     reads = {(g, r, v) for g, r in (("mpcloud.io", "cloudfunctions"), ("discovery.k8s.io", "endpointslices"))
              for v in ("get", "list", "watch")}
-    # poolclaim: list a pool's pods, claim one (patch), retire it (delete); never Secrets (tokens are derived).
-    claims = {("", "pods", v) for v in ("get", "list", "patch", "delete")}
+    # poolclaim: watch the pools' pods, claim one (patch), retire it (delete); never Secrets (tokens are derived).
+    claims = {("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")}
     assert granted == reads | claims
     subject = docs["ClusterRoleBinding"]["subjects"][0]
     assert (subject["name"], subject["namespace"]) == ("mpcloud-gateway", "mpcloud-system")
