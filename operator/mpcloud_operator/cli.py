@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keepalive": ("mpcloud_operator.commands.keepalive", "keepalive"),
     "pipeline": ("mpcloud_operator.commands.pipeline", "pipeline"),
     "anomaly": ("mpcloud_operator.commands.anomaly", "anomaly"),
+    "risk": ("mpcloud_operator.commands.risk", "risk"),
     "cluster": (f"{DEVENV}.commands", "cluster"),
     "kubectl": (f"{DEVENV}.commands", "kubectl"),
     "demo": (f"{DEVENV}.commands", "demo"),

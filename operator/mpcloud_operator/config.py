@@ -13,6 +13,8 @@ FIELD_MANAGER = "mpcloud"  # the reconciler: children, its status conditions and
 SCALER_FIELD_MANAGER = "mpcloud-scaler"  # the scaling loop: Deployment spec.replicas, ScalingDegraded, forecast
 POOL_FIELD_MANAGER = "mpcloud-warmpool"  # the warm pools: their Deployments (size included), token Secrets
 TRIGGER_FIELD_MANAGER = "mpcloud-triggers"  # pipeline triggers: the PipelineRuns they create (and cancel)
+RISK_SCAN_FIELD_MANAGER = "mpcloud-risk-scan"  # RiskPolicy scans: PolicyReports, status.findings.scans, lastScanTime
+RISK_TRAFFIC_FIELD_MANAGER = "mpcloud-risk-traffic"  # RiskPolicy traffic detector: status.findings.traffic
 
 
 class OperatorConfig(BaseModel):
@@ -75,6 +77,18 @@ class OperatorConfig(BaseModel):
     admission_cert_check_seconds: float = Field(default=3600, ge=1, description="How often each replica re-reads "
                                                 "the webhook certificate Secret (and renews it when due).")
     admission_timeout_seconds: int = Field(default=5, ge=1, le=30, description="timeoutSeconds of the webhooks.")
+    risk_scan_seconds: float = Field(default=300.0, gt=0, le=86400, description="How often the leader looks for "
+                                     "changed objects to scan for RiskPolicies (a policy's full rescan follows its "
+                                     "spec.scans.intervalSeconds; a changed policy is scanned at once).")
+    risk_traffic_seconds: float = Field(default=15.0, gt=0, le=3600, description="Tick of the abnormal-traffic "
+                                        "detector: one request rate per app and function per tick.")
+    risk_traffic_cooldown_seconds: float = Field(default=600.0, ge=0, le=86400, description="After an alarm, a "
+                                                 "series raises no new finding for this long (one burst, one finding).")
+    risk_traffic_open_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400, description="How long an "
+                                             "abnormal-traffic finding stays in the PolicyReport and status.")
+    risk_traffic_replay: str | None = Field(default=None, description="A JSON file of request series "
+                                            "({\"<Kind>/<namespace>/<name>\": [rate, ...]}) the detector reads "
+                                            "instead of Prometheus and the gateway (replays and tests).")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
                                     "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
     pool_key: str | None = Field(default=None, min_length=16, description="Secret the warm pools' specialise "
@@ -115,6 +129,8 @@ class OperatorConfig(BaseModel):
                 "s3_admin_secret_key", "binding_key", "function_minute_seconds", "unsandboxed_node_pool",
                 "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image", "admission_port",
                 "admission_url", "admission_cert_seconds", "admission_cert_check_seconds", "admission_timeout_seconds",
+                "risk_scan_seconds", "risk_traffic_seconds", "risk_traffic_cooldown_seconds",
+                "risk_traffic_open_seconds", "risk_traffic_replay",
                 "pool_key", "warm_pool_min", "warm_pool_max", "warm_pool_horizon_minutes")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}

@@ -26,6 +26,9 @@ REFERENCED = (("Secret", "v1", "secrets", True), ("ConfigMap", "v1", "configmaps
               ("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False),
               ("Pod", "v1", "pods", True))  # a finished task's pod: its results and the failing step
 
+# Kinds written that no kind owns as a child: RiskPolicy's PolicyReports (riskpolicy/scan_loop.py).
+WRITTEN = (("PolicyReport", "wgpolicyk8s.io/v1alpha2", "policyreports", True),)
+
 # Referenced kinds watched so that a change re-reconciles the objects pointing at them (the operator may not
 # list or watch Secrets: those are re-checked with backoff only).
 WATCHED_REFERENCES = ("ConfigMap", "RuntimeClass")
@@ -38,6 +41,6 @@ def paths(kinds: tuple[Kind, ...] = KINDS) -> ResourcePaths:
         out.add(kind.kind, kind.api_version, kind.plural)
         for child in (*kind.children, *kind.observed):
             out.add(child.kind, child.api_version, child.plural)
-    for name, api_version, plural, namespaced in REFERENCED:
+    for name, api_version, plural, namespaced in (*REFERENCED, *WRITTEN):
         out.add(name, api_version, plural, namespaced)
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from mpcloud_operator.kinds import KINDS, REFERENCED, WATCHED_REFERENCES
+from mpcloud_operator.kinds import KINDS, REFERENCED, WATCHED_REFERENCES, WRITTEN
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_ROLE, REFERENCES_ROLE = "mpcloud-operator", "mpcloud-operator-references"
@@ -56,6 +56,8 @@ def test_operator_role_covers_every_kind_and_child() -> None:
             needed |= {(_group(api_version), plural, v) for v in ("list", "watch")}
         if name == "Pod":  # a finished task's pod, found by its Job's label
             needed.add((_group(api_version), plural, "list"))
+    for _, api_version, plural, _ in WRITTEN:  # PolicyReports: applied, read back, listed and deleted when stale
+        needed |= {(_group(api_version), plural, v) for v in ("get", "list", "create", "patch", "delete")}
     missing = needed - granted
     assert not missing, f"manifests/rbac.yaml lacks {sorted(missing)}"
 

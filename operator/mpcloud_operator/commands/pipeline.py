@@ -21,24 +21,11 @@ from typing import Any
 import click
 import yaml
 
+from mpcloud_operator.commands import kube_client as _kube
 from mpcloud_operator.pipeline.model import API_VERSION, PIPELINE_KIND, RUN_KIND
 
 FIELD_MANAGER = "mpcloud-cli"
 FINAL = ("True", "False")
-
-
-def _kube(kubeconfig: str | None) -> Any:
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
-    from kubernetes.config import ConfigException
-
-    from mpcloud_operator.kinds import paths
-    from mpcloud_operator.kube.client import KubeClient, new_api_client
-
-    try:
-        return KubeClient(new_api_client(pool_size=2), paths())
-    except ConfigException as exc:
-        raise click.ClickException(f"no cluster to talk to ({exc}): pass --kubeconfig or set KUBECONFIG") from exc
 
 
 def _params(values: tuple[str, ...]) -> list[dict[str, str]]:

@@ -33,7 +33,8 @@ def _identity(meta: dict[str, Any]) -> tuple[str, Any]:
 
 
 class Informer:
-    """Calls `on_event(type, object)` for every object of `path` (a collection URL) matching `label_selector`.
+    """Calls `on_event(type, object)` for every object of `path` (a collection URL) matching `label_selector`
+    (and `field_selector`).
 
     After each (re-)LIST, objects that vanished while the watch was down are reported as DELETED (with the
     ownerReferences they had), and `on_synced()` runs once the first LIST is complete. `has(namespace, name)`
@@ -42,9 +43,10 @@ class Informer:
 
     def __init__(self, kube: KubeClient, path: str, on_event: EventHandler, label_selector: str | None = None,
                  page_size: int = 500, watch_timeout: int = 270, name: str | None = None,
-                 on_synced: Callable[[], None] | None = None) -> None:
+                 on_synced: Callable[[], None] | None = None, field_selector: str | None = None) -> None:
         self.kube, self.path, self.on_event = kube, path, on_event
         self.label_selector, self.page_size, self.watch_timeout = label_selector, page_size, watch_timeout
+        self.field_selector = field_selector
         self.name = name or path.rsplit("/", 1)[-1]
         self.on_synced = on_synced
         self.synced = threading.Event()
@@ -54,7 +56,8 @@ class Informer:
         self._thread: threading.Thread | None = None
 
     def _selector(self) -> list[tuple[str, str]]:
-        return [("labelSelector", self.label_selector)] if self.label_selector else []
+        return ([("labelSelector", self.label_selector)] if self.label_selector else []) + (
+            [("fieldSelector", self.field_selector)] if self.field_selector else [])
 
     def _list(self) -> str:
         seen: dict[tuple[str, str], tuple[str, Any]] = {}
@@ -135,6 +138,10 @@ class Informer:
                 if failures > 3:
                     rv = None  # something is off with the stream: start from a fresh LIST
                 self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def start(self) -> Informer:
         self._thread = threading.Thread(target=self.run, name=f"watch-{self.name}", daemon=True)

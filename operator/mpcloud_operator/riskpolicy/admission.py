@@ -172,6 +172,13 @@ class AdmissionServer:
         self._applied: dict[str, Any] | None = None
         self._next_count = 0.0
         self._counts: dict[str, dict[str, Any]] = {}
+        # The PolicyViolation Events every replica posted, reduced to what finding_counts reads: a watch with a
+        # field selector (the API server's watch cache filters it) instead of a cluster-wide LIST per round.
+        # Started on the first round as leader: standbys never need it.
+        self._violations: dict[tuple[str, str], dict[str, Any]] = {}
+        self._violations_lock = threading.Lock()
+        self.violations = Informer(kube, "/api/v1/events", self._on_violation, field_selector=f"reason={REASON}",
+                                   name="policy-violations")
         self.serving = threading.Event()
 
     # -- admission requests (on the server's event loop)
@@ -237,11 +244,29 @@ class AdmissionServer:
                 self._next_count = time.monotonic() + COUNT_SECONDS
                 self._write_counts(policies)
 
+    def _on_violation(self, type_: str, event: dict[str, Any]) -> None:
+        meta = event.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        with self._violations_lock:
+            if type_ == "DELETED":
+                self._violations.pop(key, None)
+            else:
+                self._violations[key] = {
+                    "message": event.get("message", ""), "involvedObject": event.get("involvedObject") or {},
+                    "count": event.get("count"), "lastTimestamp": event.get("lastTimestamp"),
+                    "eventTime": event.get("eventTime"),
+                    "metadata": {"creationTimestamp": meta.get("creationTimestamp")}}
+
     def _write_counts(self, policies: list[RiskPolicy]) -> None:
         """status.findings.{admission,opsRisk} and recentFindings of each policy, from the PolicyViolation Events
         every replica posted (field manager mpcloud-risk-admission; written only when changed)."""
-        events = self.kube.request("GET", "/api/v1/events", query=[("fieldSelector", f"reason={REASON}")])
-        counted = finding_counts(events.get("items") or [])
+        if not self.violations.started:
+            self.violations.start()
+        if not self.violations.synced.is_set():
+            return  # counts from a partial list would shrink and grow back: wait for the first full one
+        with self._violations_lock:
+            events = list(self._violations.values())
+        counted = finding_counts(events)
         for p in policies:
             ref = f"{p.metadata.namespace}/{p.metadata.name}"
             status = counted.get(ref, {"findings": {"admission": 0, "opsRisk": 0}, "recentFindings": []})
@@ -284,3 +309,4 @@ class AdmissionServer:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.violations.stop()

@@ -1,7 +1,8 @@
 """RiskPolicy as a registered kind: no children; its status says whether the policy is in force.
 
 Admission is served by `riskpolicy.admission` (every replica, not only the leader); the scaler reads the policies
-through `riskpolicy.policies`; scans and traffic detection are loops of their own.
+through `riskpolicy.policies`; scans and PolicyReports (`riskpolicy.scan_loop`) and abnormal-traffic detection
+(`riskpolicy.traffic_loop`) are leader loops registered here.
 """
 
 from __future__ import annotations
@@ -41,12 +42,25 @@ def events(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str
     return []
 
 
+def scan_loop(runtime: Any) -> Any:
+    from mpcloud_operator.riskpolicy.scan_loop import scan_loop as start
+
+    return start(runtime)
+
+
+def traffic_loop(runtime: Any) -> Any:
+    from mpcloud_operator.riskpolicy.traffic_loop import traffic_loop as start
+
+    return start(runtime)
+
+
 def _kind() -> Kind:
     from mpcloud_operator.api.crdgen import column
 
     return Kind(
         kind=KIND, plural=PLURAL, model=RiskPolicy, desired=lambda obj: [], status=status, events=events,
         conditions=("Ready",), owned_status_fields=(), short_names=("rp", "risk"),
+        loops=(scan_loop, traffic_loop),  # background scans, PolicyReports, abnormal traffic (leader only)
         printer_columns=(
             column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="In force"),
             column("Admission", ".spec.admission.mode", description="Admission mode"),

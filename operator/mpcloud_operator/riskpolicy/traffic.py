@@ -45,6 +45,17 @@ class TrafficWatch:
     def effective_threshold(self) -> float:
         return self.threshold if self.threshold is not None else self.params.threshold * SENSITIVITY[self.sensitivity]
 
+    def knows(self, s: Series) -> bool:
+        return s in self._detectors
+
+    def warm(self, s: Series, history: np.ndarray) -> None:
+        """Start `s`'s detector on its past values (oldest first; NaN = no sample), unscored: a series first seen
+        with history (Prometheus) need not wait `params.warmup` live ticks before it can alarm."""
+        det = self._detectors.setdefault(s, Detector(1, params=self.params))
+        for v in np.asarray(history, dtype=float):
+            if np.isfinite(v):
+                det.update(np.array([v], dtype=float))
+
     def tick(self, values: dict[Series, float]) -> dict[Series, float]:
         """One tick: value per series; returns {series: score} for those at or above the threshold."""
         alarms = {}

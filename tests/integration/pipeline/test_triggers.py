@@ -178,3 +178,75 @@ def test_a_schedule_starts_one_run_per_time_and_a_restart_starts_none_twice(
     run = next(r for r in cluster.runs())
     assert {"name": "revision", "value": "main"} in run["spec"]["params"]
     assert run["metadata"]["labels"]["mpcloud.io/trigger-type"] == "schedule"
+
+
+def test_a_push_runs_the_repositorys_own_unit_tests_and_a_failing_test_fails_the_run(
+        api_client, namespace, operator, git_server, tmp_path, pipeline_helper_image):
+    """examples/pipeline/git-ci.yaml end to end: push examples/pipeline/shop-src/ → webhook → run → a task pod on
+    the real node clones the pushed commit from the Git server over the pod bridge and runs `python3 -m unittest`;
+    a commit that breaks the code fails the run at that step."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from mpcloud_operator.devenv.cluster import local
+
+    if not pipeline_helper_image:
+        pytest.skip("no real node: task pods cannot run code here")
+    root = Path(__file__).resolve().parents[3]
+    image = local.build_images(["debian-git"], log=lambda m: print(f"[image] {m}"))["debian-git"].ref
+    cluster = Cluster(api_client, namespace)
+    cluster.opt_in()
+    cluster.core.patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    body = yaml.safe_load((root / "examples" / "pipeline" / "git-ci.yaml").read_text()
+                          .replace("mpcloud.local/debian-git:IMAGE_TAG", image))
+    body["spec"]["triggers"]["git"][0]["secretRef"]["name"] = "hook"
+    body["spec"]["triggers"]["runSpec"] = {"sandbox": {"runtimeClassName": "none", "allowUnsandboxed": True}}
+    cluster.create(body)
+    hook_url = f"http://127.0.0.1:{operator.webhook_port}/hooks/git/{namespace}/shop-git/push"
+    gitserver.create_repo("shop-src", git_server, hook_url, SECRET)
+
+    work = tmp_path / "shop-src"
+    subprocess.run(["git", "clone", "-q", gitserver.url("shop-src", git_server), str(work)], check=True,
+                   capture_output=True)
+
+    def push(message: str) -> dict:
+        subprocess.run(["git", "add", "."], cwd=work, check=True)
+        subprocess.run(["git", "commit", "-qm", message], cwd=work, check=True, env=GIT_ENV)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        out = subprocess.run(["git", "push", "origin", "HEAD:main"], cwd=work, capture_output=True, text=True,
+                             check=True).stderr
+        [run] = wait_until(lambda: [r for r in cluster.runs() if r["metadata"]["labels"].get("mpcloud.io/commit") == sha],
+                           30, what=f"a PipelineRun of {sha} (push said: {out})")
+
+        def done():
+            got = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "pipelineruns",
+                                                              run["metadata"]["name"])
+            cond = next((c for c in (got.get("status") or {}).get("conditions") or [] if c["type"] == "Succeeded"), {})
+            return got if cond.get("status") in ("True", "False") else None
+
+        return wait_until(done, 240, interval=0.5, what=f"run {run['metadata']['name']} finished")
+
+    def outcome(run: dict) -> tuple[str, str]:
+        cond = next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
+        return cond["status"], cond["reason"]
+
+    for src in (root / "examples" / "pipeline" / "shop-src").glob("*.py"):
+        shutil.copy(src, work / src.name)
+    good = push("shop: cart and its tests")
+    assert outcome(good) == ("True", "Succeeded"), good["status"]
+    [task] = good["status"]["tasks"]
+    assert task["name"] == "unit-tests" and task["status"] == "Succeeded"
+
+    # Break the rounding: test_total fails, so does the run, at the test step (the clone worked).
+    cart = work / "cart.py"
+    cart.write_text(cart.read_text().replace("round(sum(price * qty for price, qty in items), 2)",
+                                             "int(sum(price * qty for price, qty in items))"))
+    bad = push("shop: truncate totals")
+    assert outcome(bad)[0] == "False", bad["status"]
+    [task] = bad["status"]["tasks"]
+    # The message names the failing step and carries the end of its log: unittest's own verdict.
+    assert task["status"] == "Failed" and "test" in task["message"] and "FAILED (failures=1)" in task["message"], task

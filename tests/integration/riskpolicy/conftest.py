@@ -4,6 +4,7 @@ Nothing here waits for pods."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 
 import pytest
@@ -15,18 +16,30 @@ GROUP, VERSION = "mpcloud.io", "v1alpha1"
 CONFIGURATION = "mpcloud-risk"
 
 
+SCAN_SECONDS = 2.0  # the risk operator's scan tick (MPCLOUD_RISK_SCAN_SECONDS)
+TRAFFIC_SECONDS = 0.2  # and its traffic tick: a replayed series plays 5 values a second
+
+
 @pytest.fixture(scope="module")
-def risk_operator(running_operator, operator_factory, kubeconfig, api_client):
+def risk_operator(running_operator, operator_factory, kubeconfig, api_client, tmp_path_factory):
     """The session's operator, replaced for this module by one with the admission webhooks on (a free port on
-    127.0.0.1, which the local API server reaches directly). One operator at a time: a second would wait for the
-    Lease, and the leader's work (namespace labels, status counts) is part of what these tests check."""
+    127.0.0.1, which the local API server reaches directly), a short scan tick, and the traffic detector reading
+    a replay file (`op.replay`, see `Replay`) instead of Prometheus. One operator at a time: a second would wait for
+    the Lease, and the leader's work (namespace labels, status counts, scans, reports) is part of what these tests
+    check."""
     port = free_port()
+    replay = tmp_path_factory.mktemp("risk-traffic") / "series.json"
+    replay.write_text("{}")
     assert running_operator["op"].stop(signal.SIGTERM) == 0  # releases the Lease
     op = operator_factory("risk", env={"MPCLOUD_ADMISSION_PORT": str(port),
-                                       "MPCLOUD_ADMISSION_URL": f"https://127.0.0.1:{port}"})
+                                       "MPCLOUD_ADMISSION_URL": f"https://127.0.0.1:{port}",
+                                       "MPCLOUD_RISK_SCAN_SECONDS": str(SCAN_SECONDS),
+                                       "MPCLOUD_RISK_TRAFFIC_SECONDS": str(TRAFFIC_SECONDS),
+                                       "MPCLOUD_RISK_TRAFFIC_REPLAY": str(replay)})
     running_operator["op"] = op
     op.start().wait_ready()
     op.port = port
+    op.replay = Replay(replay)
     admission = client.AdmissionregistrationV1Api(api_client)
 
     def configured():
@@ -42,6 +55,20 @@ def risk_operator(running_operator, operator_factory, kubeconfig, api_client):
     # admission off and does not keep the configuration.
     kubectl(kubeconfig, "delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found")
     running_operator["op"] = operator_factory("after-risk").start().wait_ready()
+
+
+class Replay:
+    """The request series the risk operator's traffic detector plays (riskpolicy/series.py ReplayFile)."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def add(self, kind: str, namespace: str, name: str, values) -> None:
+        data = json.loads(self.path.read_text())
+        data[f"{kind}/{namespace}/{name}"] = [float(v) for v in values]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)  # the operator never reads a half-written file
 
 
 class Risk:

@@ -114,3 +114,34 @@ def test_finding_counts_from_events():
     assert [f["rule"] for f in got["recentFindings"]] == ["opsRisk.freeze", "admission.images"]
     assert got["recentFindings"][0]["resource"] == "MiniProgramApp/shop"
     RiskPolicy.model_validate({"metadata": {"name": "risk", "namespace": "team"}, "status": got})
+
+
+def test_counts_follow_the_watched_violation_events():
+    # The leader's counts come from a field-selected watch of PolicyViolation Events (no LIST per round): an
+    # event's update replaces it, a deletion (TTL expiry) drops it, and nothing is written before the first sync.
+    from mpcloud_operator.riskpolicy.admission import AdmissionServer
+
+    writes = []
+    kube = SimpleNamespace(apply_status=lambda obj, status, manager: writes.append((obj["metadata"]["name"], status)))
+    config = SimpleNamespace(lease_namespace="mpcloud-system", admission_port=8443, admission_url=None,
+                             admission_cert_seconds=86400, bind_address="127.0.0.1")
+    server = AdmissionServer(kube, config)
+    assert server.violations.field_selector == "reason=PolicyViolation"
+    server.violations.start = lambda: server.violations  # the watch itself runs against a real API server only
+    event = {"metadata": {"namespace": "team", "name": "shop.1"}, "count": 2, "lastTimestamp": "2026-12-04T03:00:00Z",
+             "message": "[admission.images] image nginx uses the latest tag (name a version or pin a digest) "
+                        "(RiskPolicy team/risk, Enforce)",
+             "involvedObject": {"kind": "MiniProgramApp", "name": "shop", "namespace": "team"}}
+    server._on_violation("ADDED", event)
+    policies = [policy({})]
+    server._write_counts(policies)
+    assert writes == []  # not synced yet
+    server.violations.synced.set()
+    server._write_counts(policies)
+    assert writes[-1][1]["findings"] == {"admission": 2, "opsRisk": 0}
+    server._on_violation("MODIFIED", {**event, "count": 5})
+    server._write_counts(policies)
+    assert writes[-1][1]["findings"]["admission"] == 5
+    server._on_violation("DELETED", event)
+    server._write_counts(policies)
+    assert writes[-1][1]["findings"]["admission"] == 0 and len(writes) == 3

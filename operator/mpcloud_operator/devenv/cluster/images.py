@@ -6,6 +6,7 @@ so a spec that names the tag pins the content. Images, in build order:
 
 - `pause`: the pod sandbox (Debian's static `catatonit -P`), the real node's containerd `sandbox_image`;
 - `debian-python`: `mmdebstrap` of Debian bookworm with python3 — the base of function runtimes and pipeline steps;
+- `debian-git`: the same with Debian's git, for pipeline steps that clone a repository (examples/pipeline/git-ci.yaml);
 - `operator`: Debian + Node.js (as function-runtime, for `node --check` of function sources) + the operator's
   Python dependencies (pip, host wheels/PyPI) + `operator/` and `predictors/` from this checkout (no devenv, as
   the Dockerfile), running as 65532 like manifests/operator.yaml;
@@ -277,7 +278,8 @@ def _project_dependencies() -> list[str]:
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-NAMES = ("pause", "debian-python", "operator", "function-runtime")
+NAMES = ("pause", "debian-python", "debian-git", "operator", "function-runtime")
+GIT_PACKAGES = BASE_PACKAGES + ("git",)
 # The function runtime host runs user code in Python or Node.js workers (mpcloud_operator/functions/). Debian
 # bookworm's nodejs is 18.20 (trixie has 20, but its python3 is 3.13 and the dependency layer is built for 3.11),
 # so the `nodejs20` runtime is the Node.js project's own linux-x64 build, as the npm registry serves it
@@ -326,6 +328,8 @@ def build(log: Callable[[str], None] = print, names: Iterable[str] = NAMES) -> d
         out["pause"] = Image("pause", [pause_layer(log)], ["/pause", "-P"], env=[])
     if "debian-python" in names:
         out["debian-python"] = Image("debian-python", [base_layer(log)], ["/usr/bin/python3"])
+    if "debian-git" in names:
+        out["debian-git"] = Image("debian-git", [base_layer(log, GIT_PACKAGES, "debian-python-git")], ["/usr/bin/git"])
     if "operator" in names:
         # The function runtime's layers with another entrypoint: the operator checks Node.js sources with the
         # very Node.js the functions run on (`node --check`).
