@@ -11,6 +11,7 @@ GROUP = "mpcloud.io"
 VERSION = "v1alpha1"
 FIELD_MANAGER = "mpcloud"  # the reconciler: children, its status conditions and counts
 SCALER_FIELD_MANAGER = "mpcloud-scaler"  # the scaling loop: Deployment spec.replicas, ScalingDegraded, forecast
+POOL_FIELD_MANAGER = "mpcloud-warmpool"  # the warm pools: their Deployments (size included), token Secrets
 TRIGGER_FIELD_MANAGER = "mpcloud-triggers"  # pipeline triggers: the PipelineRuns they create (and cancel)
 DEPLOY_FIELD_MANAGER = "mpcloud-pipeline"  # pipeline deploy/canary tasks: an app's image, a function's source
 RISK_SCAN_FIELD_MANAGER = "mpcloud-risk-scan"  # RiskPolicy scans: PolicyReports, status.findings.scans, lastScanTime
@@ -91,6 +92,13 @@ class OperatorConfig(BaseModel):
                                             "instead of Prometheus and the gateway (replays and tests).")
     binding_key: str | None = Field(default=None, description="Secret the per-function database passwords and S3 "
                                     "keys are derived from (HMAC): stable across restarts, rotated by changing it.")
+    pool_key: str | None = Field(default=None, min_length=16, description="Secret the warm pools' specialise "
+                                 "tokens are derived from (HMAC per pool; the gateway holds the same key). Unset: no "
+                                 "warm pools.")
+    warm_pool_min: int = Field(default=1, ge=0, le=100, description="Pods of a warm pool while any function wants it.")
+    warm_pool_max: int = Field(default=5, ge=1, le=100, description="Most pods of one warm pool.")
+    warm_pool_horizon_minutes: int = Field(default=2, ge=1, le=60, description="Keep-alive minutes ahead whose "
+                                           "expected cold starts size the warm pools.")
 
     @classmethod
     def from_env(cls, **overrides: object) -> OperatorConfig:
@@ -123,7 +131,8 @@ class OperatorConfig(BaseModel):
                 "credential_sweep_seconds", "keepalive_save_seconds", "pipeline_helper_image", "admission_port",
                 "admission_url", "admission_cert_seconds", "admission_cert_check_seconds", "admission_timeout_seconds",
                 "risk_scan_seconds", "risk_traffic_seconds", "risk_traffic_cooldown_seconds",
-                "risk_traffic_open_seconds", "risk_traffic_replay")},
+                "risk_traffic_open_seconds", "risk_traffic_replay",
+                "pool_key", "warm_pool_min", "warm_pool_max", "warm_pool_horizon_minutes")},
         }
         values = {k: v for k, v in env.items() if v not in (None, [])}
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})

@@ -86,3 +86,21 @@ def test_no_wildcards() -> None:
     for doc in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()):
         for rule in (doc or {}).get("rules", []):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+
+
+def test_warm_pool_objects_are_covered():
+    """The pool manager applies a ServiceAccount, NetworkPolicy and Deployment per pool (the operator role) and
+    the pool's token Secret (only where a namespace opted in with the bindings role, as for bindings)."""
+    from mpcloud_operator.api.parts import Sandbox
+    from mpcloud_operator.cloudfunction import warmpool
+
+    key = warmpool.PoolKey("ns", "python3.11", "kata")
+    objects = [warmpool.service_account(key), warmpool.token_secret(key, "t" * 64), warmpool.network_policy(key),
+               warmpool.deployment(key, 1, Sandbox(), "img", "IfNotPresent", None)]
+    plural = {"ServiceAccount": "serviceaccounts", "Secret": "secrets", "NetworkPolicy": "networkpolicies",
+              "Deployment": "deployments"}
+    operator, bindings = _rules(OPERATOR_ROLE), _rules(BINDINGS_ROLE)
+    for obj in objects:
+        group = _group(obj["apiVersion"])
+        role = bindings if obj["kind"] == "Secret" else operator
+        assert {(group, plural[obj["kind"]], v) for v in ("create", "patch")} <= role, obj["kind"]

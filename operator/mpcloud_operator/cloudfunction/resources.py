@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from mpcloud_operator.api.conditions import set_condition
-from mpcloud_operator.api.parts import RunAs
+from mpcloud_operator.api.parts import RunAs, Sandbox
 from mpcloud_operator.cloudfunction.model import API_VERSION, KIND, CloudFunction
 from mpcloud_operator.reconcile import workload
 
@@ -215,6 +215,14 @@ def _container(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     return container
 
 
+def confine(pod: dict[str, Any], sandbox: Sandbox, unsandboxed_node_pool: str | None) -> None:
+    """Without the VM boundary, confine the pods to the nodes set aside for that (label + taint)."""
+    if sandbox.unsandboxed and unsandboxed_node_pool:
+        key, _, value = unsandboxed_node_pool.partition("=")
+        pod["nodeSelector"] = {key: value}
+        pod["tolerations"] = [{"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
+
+
 def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
     pod = workload.restricted_pod_spec(child_name(fn), [_container(fn, prepared)], fn.spec.sandbox, RUN_AS)
     pod["volumes"].append(_code_volume(fn))
@@ -223,11 +231,7 @@ def deployment(fn: CloudFunction, prepared: Prepared) -> dict[str, Any]:
                                                               "defaultMode": 0o440}})  # group = the pod's fsGroup
     if fn.spec.source.archive is not None:
         pod["initContainers"] = [_fetch_container(fn, prepared)]
-    if fn.spec.sandbox.unsandboxed and prepared.unsandboxed_node_pool:
-        # Without the VM boundary, confine the pods to the nodes set aside for that (label + taint).
-        key, _, value = prepared.unsandboxed_node_pool.partition("=")
-        pod["nodeSelector"] = {key: value}
-        pod["tolerations"] = [{"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
+    confine(pod, fn.spec.sandbox, prepared.unsandboxed_node_pool)
     # Let an invocation in flight finish before the instance stops (scale-in, rollout).
     pod["terminationGracePeriodSeconds"] = max(30, fn.spec.timeout_seconds + 5)
     meta = _metadata(fn, child_name(fn))

@@ -9,6 +9,8 @@ keep-alive benchmark scores, vectorised over all functions) see the minute's inv
 stay warm or are pre-warmed for the next one. Replicas are written through the Deployment's scale subresource
 with the scaler's field manager; invocations, cold starts and the reason go to the function's status.
 
+Each tick also sizes the warm pools (`warmpool.WarmPools`) from the same keep-alive policies' forecast.
+
 Demand is in memory; the keep-alive history is saved by the leader every few minutes and on a clean stop, and
 restored at start (keepalive_store.py), so a restart does not send every function back to warm-after-use.
 """
@@ -59,6 +61,7 @@ class DemandReport(BaseModel):
     in_flight: int = Field(default=0, ge=0, alias="inFlight")
     requests: int = Field(default=0, ge=0)  # cumulative since the gateway started
     cold_starts: int = Field(default=0, ge=0, alias="coldStarts")
+    pool_starts: int = Field(default=0, ge=0, alias="poolStarts")  # of cold_starts, served by a warm pool pod
 
 
 @dataclass
@@ -69,15 +72,20 @@ class Demand:
     last_request: float | None = None
     invocations: int = 0  # routed requests seen by this scaler
     cold_starts: int = 0
+    pool_starts: int = 0
     minute_requests: int = 0  # in the current minute, for the keep-alive policies
     _gateway_requests: int = 0
     _gateway_cold: int = 0
+    _gateway_pool: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=64))  # (time, target) for the down window
 
     def update(self, report: DemandReport, now: float) -> None:
         new = report.requests - self._gateway_requests if report.requests >= self._gateway_requests else report.requests
         cold = report.cold_starts - self._gateway_cold if report.cold_starts >= self._gateway_cold else report.cold_starts
-        self._gateway_requests, self._gateway_cold = report.requests, report.cold_starts
+        pool = report.pool_starts - self._gateway_pool if report.pool_starts >= self._gateway_pool else report.pool_starts
+        self._gateway_requests, self._gateway_cold, self._gateway_pool = report.requests, report.cold_starts, \
+            report.pool_starts
+        self.pool_starts += pool
         self.invocations += new
         self.cold_starts += cold
         self.minute_requests += new
@@ -193,6 +201,9 @@ class FunctionScaler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.schedules = Schedules(runtime.config.gateway_url)
+        from mpcloud_operator.cloudfunction.warmpool import WarmPools
+
+        self.pools = WarmPools(runtime)
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -266,6 +277,19 @@ class FunctionScaler:
                 self._scale(fn, now)
             except Exception as exc:  # noqa: BLE001 - one function's failure must not stop the others
                 log.warning("CloudFunction %s/%s: scaling failed: %s", fn.metadata.namespace, fn.metadata.name, exc)
+        self.pools.tick(now, functions, self._at_zero, lambda fn: self._expected_cold_start(fn, minute))
+
+    def _at_zero(self, fn: CloudFunction) -> bool:
+        return self._current((fn.metadata.namespace or "", fn.metadata.name)) == 0
+
+    def _expected_cold_start(self, fn: CloudFunction, minute: int) -> float:
+        """The keep-alive policy's chance that the function is called within the pool's horizon."""
+        from mpcloud_operator.cloudfunction.warmpool import expected_cold_start
+
+        name = policy_name(fn.spec.scaling)
+        slot = (self.bank.slots.get(name) or {}).get((fn.metadata.namespace or "", fn.metadata.name))
+        return expected_cold_start(self.bank.policies.get(name), slot, minute,
+                                   self.runtime.config.warm_pool_horizon_minutes)
 
     def _scale(self, fn: CloudFunction, now: float) -> None:
         key = (fn.metadata.namespace, fn.metadata.name)
@@ -293,6 +317,8 @@ class FunctionScaler:
         status: dict[str, Any] = {"scalingReason": reason}
         if demand is not None:
             status.update(invocations=demand.invocations, coldStarts=demand.cold_starts)
+            if demand.pool_starts:
+                status["poolStarts"] = demand.pool_starts
             if demand.last_request is not None:
                 status["lastInvocationTime"] = datetime.fromtimestamp(demand.last_request, timezone.utc) \
                     .strftime("%Y-%m-%dT%H:%M:%SZ")

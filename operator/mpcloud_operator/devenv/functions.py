@@ -44,6 +44,16 @@ def binding_key() -> str:
     return path.read_text().strip()
 
 
+def pool_key_file() -> Path:
+    """The warm pools' key for this dev environment (operator and gateway share it), generated once, kept (0600)."""
+    path = local.home() / "pool-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path
+
+
 def pod_reachable_host() -> tuple[str | None, str | None]:
     """(address, subnet) of the real node's bridge: where pods reach services on this host. (None, None)
     without a real node (kwok only: no pod runs code, the host address is only used by host processes)."""
@@ -89,6 +99,7 @@ def start_backing(log: Callable[[str], None] = print) -> dict[str, str]:
         "MPCLOUD_S3_ADMIN_ACCESS_KEY": access_key,
         "MPCLOUD_S3_ADMIN_SECRET_KEY": secret_key,
         "MPCLOUD_BINDING_KEY": binding_key(),
+        "MPCLOUD_POOL_KEY": pool_key_file().read_text().strip(),
         "MPCLOUD_UNSANDBOXED_NODE_POOL": UNSANDBOXED_POOL,
     }
     if host:
@@ -119,7 +130,8 @@ def start_gateway(kubeconfig: Path, demand_port: int, log_dir: Path, port: int |
     log_file = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mpcloud_operator.functions.gateway", "--host", "127.0.0.1", "--port", str(port),
-         "--demand-url", f"http://127.0.0.1:{demand_port}/demand", "--kubeconfig", str(sa_config)],
+         "--demand-url", f"http://127.0.0.1:{demand_port}/demand", "--kubeconfig", str(sa_config),
+         "--pool-key-file", str(pool_key_file())],
         stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         start_new_session=True)
     log_file.close()

@@ -16,7 +16,11 @@
   the request was never sent. The instance is left out until the routes mention it again.
 - Metrics on `/_/metrics`: `mpcloud_function_requests_total{namespace,function,code}`,
   `mpcloud_function_request_duration_seconds`, `mpcloud_function_cold_start_seconds` (how long requests
-  waited for a first instance), `mpcloud_function_inflight`, `mpcloud_gateway_queued`, and the demand POSTs.
+  waited for a first instance, `start="pool"` when a warm pool pod served it, `"pod"` when the function's own
+  pod did), `mpcloud_function_inflight`, `mpcloud_gateway_queued`, and the demand POSTs.
+- Warm pool (with `--pool-key-file` and a cluster route source): a request that finds a function with no
+  instance also claims and specialises a generic pod of its runtime (`poolclaim`); whichever is ready first, that
+  pod or the function's own, serves it. The pod is retired once the function has an instance of its own.
 """
 
 from __future__ import annotations
@@ -56,8 +60,11 @@ class Metrics:
         self.requests = Counter("mpcloud_function_requests_total", "Requests by status.", [*labels, "code"], registry=r)
         self.duration = Histogram("mpcloud_function_request_duration_seconds", "Time in the gateway, waiting included.",
                                   labels, buckets=DURATION_BUCKETS, registry=r)
-        self.cold = Histogram("mpcloud_function_cold_start_seconds", "Time a request waited for a first instance.",
-                              labels, buckets=COLD_BUCKETS, registry=r)
+        self.cold = Histogram("mpcloud_function_cold_start_seconds", "Time a request waited for a first instance, "
+                              "by what served it (start: pool or pod).", [*labels, "start"], buckets=COLD_BUCKETS,
+                              registry=r)
+        self.claims = Counter("mpcloud_gateway_pool_claims_total", "Warm pool claims by outcome.", ["outcome"],
+                              registry=r)
         self.inflight = Gauge("mpcloud_function_inflight", "Requests at instances now.", labels, registry=r)
         self.queued = Gauge("mpcloud_gateway_queued", "Requests waiting for an instance.", labels, registry=r)
         self.instances = Gauge("mpcloud_function_instances", "Ready instances the gateway routes to.", labels, registry=r)
@@ -80,6 +87,11 @@ class FunctionState:
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.requests = 0
         self.cold_starts = 0
+        self.pool_starts = 0
+        self.table_instances: list[str] = []  # from the route table (EndpointSlices)
+        self.pool_instances: dict[str, str] = {}  # claimed warm pool pods serving this function: address -> pod
+        self.claiming: asyncio.Task | None = None
+        self.retired: set[str] = set()  # retired pool pods the EndpointSlices may list a moment longer
         self.reported: tuple[int, int] = (-1, -1)  # (requests, cold_starts) in the last POST
         self.last_demand = 0.0
         self.demanding: asyncio.Task | None = None
@@ -88,7 +100,7 @@ class FunctionState:
         self.m_queued = metrics.queued.labels(ns, name)
         self.m_instances = metrics.instances.labels(ns, name)
         self.m_duration = metrics.duration.labels(ns, name)
-        self.m_cold = metrics.cold.labels(ns, name)
+        self.m_cold = {start: metrics.cold.labels(ns, name, start) for start in ("pod", "pool")}
         self._codes: dict[int, Any] = {}
         self._requests_metric = metrics.requests
 
@@ -109,10 +121,28 @@ class FunctionState:
         self.client_timeout = aiohttp.ClientTimeout(total=route.timeout + 5)  # the host answers its own 504 first
 
     def set_instances(self, instances: list[str]) -> None:
-        self.inflight = {a: self.inflight.get(a, 0) for a in instances}
+        self.retired &= set(instances)  # forgotten once the slices forget it (an address may come back as a new pod)
+        instances = [a for a in instances if a not in self.retired]
+        self.table_instances = instances
+        instances = list(dict.fromkeys([*instances, *self.pool_instances]))
+        # An instance that left keeps its count while requests run there (a retiring pool pod waits for them).
+        self.inflight = {**{a: n for a, n in self.inflight.items() if n > 0}, **{a: self.inflight.get(a, 0) for a in instances}}
         self.usable = instances[: self.route.max_instances]
         self.m_instances.set(len(self.usable))
         self._wake()
+
+    def own_instances(self) -> list[str]:
+        """The function's own ready pods (the route table's, without claimed pool pods the Service lists too)."""
+        return [a for a in self.table_instances if a not in self.pool_instances]
+
+    def add_pool_instance(self, address: str, pod: str) -> None:
+        self.pool_instances[address] = pod
+        self.set_instances(self.table_instances)
+
+    def remove_pool_instance(self, address: str) -> None:
+        self.pool_instances.pop(address, None)
+        self.retired.add(address)
+        self.set_instances(self.table_instances)
 
     def drop(self, instance: str) -> None:
         """Stop sending to an instance that refused a connection."""
@@ -185,7 +215,7 @@ class FunctionState:
 
 class Gateway:
     def __init__(self, source: RouteSource, demand_url: str | None = None, queue_timeout: float = 30.0,
-                 max_queue: int = 1000, gateway_id: str | None = None) -> None:
+                 max_queue: int = 1000, gateway_id: str | None = None, pool_key: str | None = None) -> None:
         self.source, self.demand_url = source, demand_url
         self.queue_timeout, self.max_queue = queue_timeout, max_queue
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -195,6 +225,16 @@ class Gateway:
         self.states: dict[Key, FunctionState] = {}
         self.session: aiohttp.ClientSession | None = None
         self._ticker: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
+        self.claimer: Any = None
+        kube = getattr(source, "kube", None)
+        if pool_key and kube is not None:
+            from mpcloud_operator.functions.poolclaim import PoolClaimer
+
+            if hasattr(source, "watch_pool_pods"):
+                source.watch_pool_pods()
+            self.claimer = PoolClaimer(kube, pool_key, self.gateway_id, source)
+        self._retiring: set[str] = set()
 
     # ------------------------------------------------------------------ routes
     def _route_changed(self, key: Key) -> None:
@@ -208,6 +248,8 @@ class Gateway:
             state = self.states[key] = FunctionState(route, self.metrics)
         state.route = route
         state.set_instances(self.table.instances(key))
+        if state.pool_instances and state.own_instances():
+            self._retire_pool_pods(state)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -217,10 +259,13 @@ class Gateway:
                                              cookie_jar=aiohttp.DummyCookieJar())  # a proxy keeps no cookies
         await self.source.start(self.table)
         self._ticker = asyncio.get_running_loop().create_task(self._demand_ticker())
+        if self.claimer is not None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_claims())
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._sweeper):
+            if task is not None:
+                task.cancel()
         await self.source.stop()
         if self.session is not None:
             await self.session.close()
@@ -250,7 +295,7 @@ class Gateway:
     def _demand_body(self, state: FunctionState) -> dict[str, Any]:
         return {"namespace": state.key[0], "name": state.key[1], "waiting": len(state.waiters),
                 "inFlight": state.total, "requests": state.requests, "coldStarts": state.cold_starts,
-                "instances": len(state.usable), "gateway": self.gateway_id}
+                "poolStarts": state.pool_starts, "instances": len(state.usable), "gateway": self.gateway_id}
 
     def demand(self, state: FunctionState) -> None:
         """POST this function's demand now (unless a POST for it is on its way)."""
@@ -300,12 +345,99 @@ class Gateway:
             return instance
         cold = not state.usable
         place = state.enqueue(self.max_queue)
-        self.demand(state)  # after enqueueing: the POST counts this request as waiting
+        self.demand(state)  # after enqueueing: the POST counts this request as waiting (the scale-up starts)
+        if cold and self.claimer is not None and state.route.pool is not None and \
+                (state.claiming is None or state.claiming.done()):
+            state.claiming = asyncio.get_running_loop().create_task(self._claim_for(state))
         instance = await state.wait(place, started + self.queue_timeout)
         if cold:
             state.cold_starts += 1
-            state.m_cold.observe(time.monotonic() - started)
+            start = "pool" if instance in state.pool_instances else "pod"
+            if start == "pool":
+                state.pool_starts += 1
+            state.m_cold[start].observe(time.monotonic() - started)
         return instance
+
+    # ------------------------------------------------------------------ warm pool
+    async def _claim_for(self, state: FunctionState) -> None:
+        """Claim and specialise a pool pod for a function with no instance; on any failure the waiting requests
+        keep waiting for the function's own pod (the cold path without a pool)."""
+        route = state.route
+        assert self.session is not None and route.pool is not None
+        try:
+            claimed = await self.claimer.claim(route)
+        except Exception as exc:  # noqa: BLE001 - the API server refused or is away: the plain cold path
+            self.metrics.claims.labels("error").inc()
+            log.warning("claiming a %s pod for %s/%s failed: %s", route.pool.pool, *state.key, exc)
+            return
+        if claimed is None:
+            self.metrics.claims.labels("empty").inc()
+            return
+        problem = await self.claimer.specialise(self.session, claimed, route)
+        if problem is not None:
+            self.metrics.claims.labels("specialise_failed").inc()
+            log.warning("pool pod %s/%s did not specialise for %s: %s", claimed.namespace, claimed.pod, state.key[1],
+                        problem)
+            await self._retire(claimed.namespace, claimed.pod)
+            return
+        self.metrics.claims.labels("ok").inc()
+        log.info("pool pod %s/%s serves %s/%s", claimed.namespace, claimed.pod, *state.key)
+        state.add_pool_instance(claimed.address, claimed.pod)
+        if state.own_instances():  # the function's own pod won the race
+            self._retire_pool_pods(state)
+            return
+        try:  # off the request's path: the held requests are on their way to the pod already
+            await self.claimer.join(claimed, route)
+        except Exception as exc:  # noqa: BLE001 - this gateway routes to it anyway; the sweep retires it
+            log.warning("labelling pool pod %s/%s for %s failed: %s", claimed.namespace, claimed.pod, state.key[1], exc)
+
+    def _retire_pool_pods(self, state: FunctionState) -> None:
+        """Stop routing to the function's pool pods now that it has its own; delete each once idle here."""
+        for address, pod in list(state.pool_instances.items()):
+            state.remove_pool_instance(address)
+            asyncio.get_running_loop().create_task(self._retire_when_idle(state, address, pod))
+
+    async def _retire_when_idle(self, state: FunctionState, address: str, pod: str) -> None:
+        deadline = time.monotonic() + state.route.timeout + 5
+        while state.inflight.get(address, 0) > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await self._retire(state.key[0], pod)
+
+    async def _retire(self, namespace: str, pod: str) -> None:
+        if pod in self._retiring:
+            return
+        self._retiring.add(pod)
+        try:
+            await self.claimer.retire(namespace, pod)
+            log.info("retired pool pod %s/%s", namespace, pod)
+        except Exception as exc:  # noqa: BLE001 - the sweep tries again
+            log.warning("retiring pool pod %s/%s failed: %s", namespace, pod, exc)
+        finally:
+            self._retiring.discard(pod)
+
+    async def _sweep_claims(self, every: float = 10.0) -> None:
+        """Claimed pods any gateway left behind (it stopped before retiring them)."""
+        from mpcloud_operator.functions.poolclaim import sweep_decisions
+
+        def own(namespace: str, name: str) -> list[str] | None:
+            state = self.states.get((namespace, name))
+            return None if state is None or (namespace, name) not in self.table.functions else state.own_instances()
+
+        def busy(address: str) -> bool:
+            return any(s.inflight.get(address, 0) for s in self.states.values())
+
+        while True:
+            await asyncio.sleep(every)
+            if not self.source.ready():
+                continue
+            try:
+                pods = await self.claimer.claimed_pods()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("listing claimed pool pods failed: %s", exc)
+                continue
+            for namespace, pod, why in sweep_decisions(pods, own, busy, time.time()):
+                log.info("retiring pool pod %s/%s: %s", namespace, pod, why)
+                await self._retire(namespace, pod)
 
     async def _forward(self, request: web.Request, state: FunctionState, rest: str, started: float) -> web.Response:
         assert self.session is not None
@@ -357,6 +489,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--routes", help="a static routes JSON file instead of the cluster (reloaded on change)")
     p.add_argument("--queue-timeout", type=float, default=30.0, help="seconds a request may wait for an instance")
     p.add_argument("--max-queue", type=int, default=1000, help="requests that may wait per function")
+    p.add_argument("--pool-key-file", default=os.environ.get("MPCLOUD_POOL_KEY_FILE"),
+                   help="the warm pools' key (the operator's MPCLOUD_POOL_KEY); none: no warm pool claims")
     return p.parse_args(argv)
 
 
@@ -365,7 +499,11 @@ def main(argv: list[str] | None = None) -> None:
     service.configure_logging()
     source: RouteSource = (StaticRouteSource(args.routes) if args.routes
                            else KubeRouteSource.from_kubeconfig(args.kubeconfig))
-    gateway = Gateway(source, args.demand_url, args.queue_timeout, args.max_queue)
+    pool_key = None
+    if args.pool_key_file and os.path.isfile(args.pool_key_file):  # an optional Secret: absent means no pool
+        with open(args.pool_key_file, encoding="utf-8") as f:
+            pool_key = f.read().strip() or None
+    gateway = Gateway(source, args.demand_url, args.queue_timeout, args.max_queue, pool_key=pool_key)
     log.info("gateway on %s:%d (routes from %s, demand to %s)", args.host, args.port,
              args.routes or args.kubeconfig or "the cluster", args.demand_url or "nowhere")
     service.serve(gateway.app(), args.host, args.port)

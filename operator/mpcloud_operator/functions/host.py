@@ -2,6 +2,8 @@
 
 `python -m mpcloud_operator.functions.host --runtime python3.11|nodejs20 --code-dir DIR --handler index.main
  --port 8080 --timeout 10 --concurrency 10`
+`python -m mpcloud_operator.functions.host --generic --runtime python3.11 --code-dir DIR --token-file FILE`: a warm
+pool instance (a "stem cell") that has no function until `POST /_/specialise` gives it one (see `GenericHost`).
 
 The host owns HTTP, health, metrics and the backing clients; user code runs in worker processes
 (`workers/python_worker.py`, `workers/node_worker.js`, see `pool`). The code loads once at start-up. If it does
@@ -225,8 +227,10 @@ def _respond(status: int, headers: dict[str, str], body: bytes) -> web.Response:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mpcloud_operator.functions.host", description=__doc__.split("\n\n")[0])
     p.add_argument("--runtime", required=True, help="python3.11 or nodejs20")
-    p.add_argument("--code-dir", required=True, help="the function's source files")
-    p.add_argument("--handler", required=True, help="<file stem>.<function>, e.g. index.main")
+    p.add_argument("--code-dir", required=True, help="the function's source files (--generic: where they are written)")
+    p.add_argument("--handler", help="<file stem>.<function>, e.g. index.main (not with --generic)")
+    p.add_argument("--generic", action="store_true", help="a warm pool instance: no function until POST /_/specialise")
+    p.add_argument("--token-file", help="--generic: the file holding the pool's specialise token (a mounted Secret)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--timeout", type=float, default=10, help="seconds an invocation may run")
@@ -242,6 +246,19 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         print(json.dumps(protocol.error_body("BadRequest", str(exc))), file=sys.stderr)
         raise SystemExit(2) from exc
+    if args.generic:
+        from mpcloud_operator.functions.generic import GenericHost, read_token
+
+        if not args.token_file:
+            print(json.dumps(protocol.error_body("BadRequest", "--generic needs --token-file")), file=sys.stderr)
+            raise SystemExit(2)
+        generic = GenericHost(args.runtime, args.code_dir, read_token(args.token_file))
+        log.info("generic %s host (warm pool) on %s:%d", args.runtime, args.host, args.port)
+        service.serve(generic.app(), args.host, args.port)
+        return
+    if not args.handler:
+        print(json.dumps(protocol.error_body("BadRequest", "--handler is required")), file=sys.stderr)
+        raise SystemExit(2)
     host = Host(args.runtime, args.code_dir, args.handler, args.timeout, args.concurrency)
     log.info("runtime host for %s on %s:%d", host.function or args.handler, args.host, args.port)
     service.serve(host.app(), args.host, args.port)

@@ -34,6 +34,22 @@ WATCH_SECONDS = 300
 
 
 @dataclass(frozen=True)
+class PoolTarget:
+    """What a warm pool pod needs to become this function (`poolclaim`): set only for a function that wants the
+    pool, can use it, and whose current code an instance of its own has loaded (status.servingHash), so a pool
+    pod never runs code the operator has not seen load."""
+
+    pool: str  # the pool's name in the function's namespace
+    runtime: str
+    uid: str  # the CloudFunction's, for the claimed pod's owner reference
+    app: str
+    handler: str
+    code_hash: str
+    source: str  # JSON: {"files": {...}} or {"archive": {"url", "sha256"}}
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class FunctionRoute:
     namespace: str
     name: str
@@ -41,6 +57,7 @@ class FunctionRoute:
     concurrency: int = DEFAULT_CONCURRENCY
     max_instances: int = DEFAULT_MAX_INSTANCES
     timeout: float = DEFAULT_TIMEOUT
+    pool: PoolTarget | None = None
 
     @property
     def key(self) -> Key:
@@ -145,7 +162,36 @@ def route_of(obj: dict[str, Any]) -> FunctionRoute:
         namespace=meta["namespace"], name=meta["name"], path=_normal_path(http.get("path")),
         concurrency=max(1, int(scaling.get("concurrency") or DEFAULT_CONCURRENCY)),
         max_instances=max(1, int(scaling.get("maxInstances") or DEFAULT_MAX_INSTANCES)),
-        timeout=float(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT))
+        timeout=float(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT), pool=pool_target_of(obj))
+
+
+def pool_target_of(obj: dict[str, Any]) -> PoolTarget | None:
+    """The function as a warm pool pod would serve it, or None (no pool for it, or its code is not proven)."""
+    serving = (obj.get("status") or {}).get("servingHash")
+    if not serving or not (obj.get("metadata") or {}).get("uid"):
+        return None
+    from mpcloud_operator.cloudfunction.model import CloudFunction
+    from mpcloud_operator.cloudfunction.resources import source_hash
+    from mpcloud_operator.cloudfunction.warmpool import pool_key, wants_pool
+
+    try:
+        fn = CloudFunction.model_validate(obj)
+    except ValidationError:
+        return None
+    if not wants_pool(fn):
+        return None
+    source = fn.spec.source
+    if source.inline is not None:
+        code_hash, ref = source_hash(dict(source.inline.files)), {"files": dict(source.inline.files)}
+    elif source.archive is not None:
+        code_hash, ref = source.archive.sha256, {"archive": {"url": source.archive.url, "sha256": source.archive.sha256}}
+    else:
+        return None
+    if code_hash != serving:
+        return None
+    return PoolTarget(pool=pool_key(fn).name, runtime=fn.spec.runtime, uid=fn.metadata.uid or "", app=fn.spec.app,
+                      handler=fn.spec.handler, code_hash=code_hash, source=json.dumps(ref, sort_keys=True),
+                      env=tuple((e.name, e.value or "") for e in fn.spec.env))
 
 
 def slice_of(obj: dict[str, Any]) -> tuple[Key, str, tuple[str, ...]] | None:
@@ -251,6 +297,14 @@ class KubeRouteSource:
         kube.paths.add("EndpointSlice", "discovery.k8s.io/v1", "endpointslices")
         self._stop = threading.Event()
         self.synced = {"CloudFunction": threading.Event(), "EndpointSlice": threading.Event()}
+        self.pool_pods: dict[tuple[str, str], dict[str, Any]] | None = None  # see watch_pool_pods
+
+    def watch_pool_pods(self) -> None:
+        """Also keep the warm pools' pods (label mpcloud.io/pool), so a claim reads them without a LIST on the
+        request's path. Call before start(); the gateway does when it has a pool key (it needs pods list/watch)."""
+        self.kube.paths.add("Pod", "v1", "pods")
+        self.pool_pods = {}
+        self.pool_synced = threading.Event()
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None) -> "KubeRouteSource":
@@ -295,8 +349,26 @@ class KubeRouteSource:
                 else:
                     table.set_slice(*parsed)
 
-        for kind, handler, query in (("CloudFunction", on_functions, []),
-                                     ("EndpointSlice", on_slices, [("labelSelector", FUNCTION_LABEL)])):
+        watches = [("CloudFunction", on_functions, []), ("EndpointSlice", on_slices, [("labelSelector", FUNCTION_LABEL)])]
+        if self.pool_pods is not None:
+            from mpcloud_operator.cloudfunction.warmpool import POOL_LABEL
+
+            pods = self.pool_pods
+
+            def on_pods(kind: str, items: list[dict[str, Any]] | None, event: dict[str, Any] | None) -> None:
+                if items is not None:
+                    pods.clear()
+                    pods.update({(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in items})
+                    self.pool_synced.set()
+                    return
+                meta = event["object"]["metadata"]
+                if event["type"] == "DELETED":
+                    pods.pop((meta["namespace"], meta["name"]), None)
+                else:
+                    pods[(meta["namespace"], meta["name"])] = event["object"]
+
+            watches.append(("Pod", on_pods, [("labelSelector", POOL_LABEL)]))
+        for kind, handler, query in watches:
             threading.Thread(target=self._run, args=(kind, query, handler, loop), name=f"watch-{kind}",
                              daemon=True).start()
 
@@ -309,7 +381,8 @@ class KubeRouteSource:
                 listed = self.kube.list(kind, None, query=query)
                 version = listed["metadata"]["resourceVersion"]
                 loop.call_soon_threadsafe(handler, kind, listed.get("items") or [], None)
-                self.synced[kind].set()
+                if kind in self.synced:
+                    self.synced[kind].set()
                 backoff = 1.0
                 watch = query + [("watch", "true"), ("allowWatchBookmarks", "true"),
                                  ("timeoutSeconds", str(WATCH_SECONDS))]

@@ -106,6 +106,18 @@ class Processes:
             wait_until(lambda: _loaded(proc), what=f"host on {port} to load its code ({proc.log})")
         return proc
 
+    def generic(self, runtime: str, token: str) -> Proc:
+        """A warm pool instance (`host --generic`); returns once its health answers."""
+        code = self.tmp / f"generic-{len(self.started)}"
+        code.mkdir()
+        token_file = self.tmp / f"token-{len(self.started)}"
+        token_file.write_text(token)
+        port = free_port()
+        proc = self._spawn(["-m", "mpcloud_operator.functions.host", "--generic", "--runtime", runtime, "--code-dir",
+                            str(code), "--token-file", str(token_file), "--port", str(port)], "generic", port)
+        wait_until(lambda: _loaded(proc), what=f"generic host on {port} ({proc.log})")
+        return proc
+
     def gateway(self, routes: Path, demand_url: str | None = None, queue_timeout: float = 20) -> Proc:
         port = free_port()
         args = ["-m", "mpcloud_operator.functions.gateway", "--routes", str(routes), "--port", str(port),

@@ -54,7 +54,7 @@ def test_request_at_zero_instances_is_buffered_until_an_instance_is_routed(procs
         write_routes(routes, [{"namespace": "todo", "name": "add", "endpoints": [f"127.0.0.1:{host.port}"]}])
         r = pending.result(timeout=60)
     assert r.status_code == 200 and r.json()["hello"] == "cold"
-    labels = {"namespace": "todo", "function": "add"}
+    labels = {"namespace": "todo", "function": "add", "start": "pod"}
     assert gw.metric("mpcloud_function_cold_start_seconds_count", labels) == 1
     assert gw.metric("mpcloud_function_cold_start_seconds_sum", labels) > 0
     # While it waited (the host took a while to start) the POSTs repeated every second.
@@ -94,7 +94,7 @@ def test_concurrency_limit_queues_the_excess_and_demand_sees_it(procs, tmp_path,
     assert [r.status_code for r in results] == [200] * 3
     # One at a time through the gateway (concurrency 1): the host never ran two at once.
     assert any(b["waiting"] >= 1 and b["inFlight"] == 1 for _, b in demand.posts)
-    assert gw.metric("mpcloud_function_cold_start_seconds_count", {"namespace": "t", "function": "f"}) == 0
+    assert gw.metric("mpcloud_function_cold_start_seconds_count", {"namespace": "t", "function": "f", "start": "pod"}) == 0
 
 
 def test_a_dead_instance_is_skipped(procs, tmp_path):

@@ -96,7 +96,7 @@ def test_gateway_routes_from_cloudfunctions_and_endpointslices(kubeconfig, cloud
         apply(_slice(namespace, "add", address, host.port, ready=True))
         r = pending.result(timeout=90)
     assert r.status_code == 200 and r.json()["hello"] == "kube"
-    assert gw.metric("mpcloud_function_cold_start_seconds_count", {"namespace": namespace, "function": "add"}) == 1
+    assert gw.metric("mpcloud_function_cold_start_seconds_count", {"namespace": namespace, "function": "add", "start": "pod"}) == 1
     assert requests.get(f"{gw.url}/{namespace}/add/x", timeout=30).status_code == 200  # /<ns>/<name> as well
 
     apply(_slice(namespace, "add", address, host.port, ready=False))

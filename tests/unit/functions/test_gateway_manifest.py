@@ -22,12 +22,15 @@ def test_installed_with_the_rest():
         == {"mpcloud-system"}
 
 
-def test_rbac_reads_functions_and_endpointslices_only():
+def test_rbac_reads_functions_and_endpointslices_and_claims_pool_pods_only():
     docs = _docs()
     granted = {(g, r, v) for rule in docs["ClusterRole"]["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}
-    assert granted == {(g, r, v) for g, r in (("mpcloud.io", "cloudfunctions"), ("discovery.k8s.io", "endpointslices"))
-                       for v in ("get", "list", "watch")}
+    reads = {(g, r, v) for g, r in (("mpcloud.io", "cloudfunctions"), ("discovery.k8s.io", "endpointslices"))
+             for v in ("get", "list", "watch")}
+    # poolclaim: watch the pools' pods, claim one (patch), retire it (delete); never Secrets (tokens are derived).
+    claims = {("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")}
+    assert granted == reads | claims
     subject = docs["ClusterRoleBinding"]["subjects"][0]
     assert (subject["name"], subject["namespace"]) == ("mpcloud-gateway", "mpcloud-system")
     assert docs["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "mpcloud-gateway"

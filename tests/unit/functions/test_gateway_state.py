@@ -98,4 +98,78 @@ def test_demand_body_has_the_contract_fields():
     state.requests, state.cold_starts = 5, 1
     state.try_acquire()
     assert gateway._demand_body(state) == {"namespace": "n", "name": "f", "waiting": 0, "inFlight": 1, "requests": 5,
-                                           "coldStarts": 1, "instances": 2, "gateway": "gw-1"}
+                                           "coldStarts": 1, "poolStarts": 0, "instances": 2, "gateway": "gw-1"}
+
+
+class _FakeClaimer:
+    """The gateway's claimer without a cluster: one pool pod at p:8080, specialised (or not) at once."""
+
+    def __init__(self, specialise_problem: str | None = None) -> None:
+        self.problem = specialise_problem
+        self.joined, self.retired = [], []
+
+    async def claim(self, route):
+        from mpcloud_operator.functions.poolclaim import Claimed
+
+        return Claimed(route.namespace, "pool-pod", "p:8080", "cf-pool-python311-none")
+
+    async def specialise(self, session, claimed, route):
+        return self.problem
+
+    async def join(self, claimed, route):
+        self.joined.append(claimed.pod)
+
+    async def retire(self, namespace, pod):
+        self.retired.append(pod)
+
+
+def _pool_gateway(claimer: _FakeClaimer) -> tuple[Gateway, FunctionState]:
+    from mpcloud_operator.functions.routes import PoolTarget
+
+    class _NoSource:
+        async def start(self, table): ...
+        async def stop(self): ...
+        def ready(self): return True  # noqa: E704
+
+    gateway = Gateway(_NoSource(), demand_url=None, gateway_id="gw-1", queue_timeout=5)
+    gateway.claimer, gateway.session = claimer, object()
+    target = PoolTarget("cf-pool-python311-none", "python3.11", "uid", "default", "index.main", "0" * 64, "{}")
+    route = FunctionRoute("n", "f", pool=target)
+    gateway.table.set_function(route)
+    return gateway, gateway.states[("n", "f")]
+
+
+def test_a_cold_request_is_served_by_the_specialised_pool_pod_which_retires_when_the_functions_own_is_ready():
+    async def scenario():
+        claimer = _FakeClaimer()
+        gateway, state = _pool_gateway(claimer)
+        instance = await gateway._acquire(state, time.monotonic())
+        assert instance == "p:8080" and (state.cold_starts, state.pool_starts) == (1, 1)
+        await asyncio.sleep(0)
+        assert claimer.joined == ["pool-pod"]
+        # The Service lists the pool pod (it joined) and then the function's own pod: the pool pod retires once idle.
+        gateway.table.set_slice(("n", "f"), "s", ("p:8080",))
+        assert state.own_instances() == [] and claimer.retired == []
+        gateway.table.set_slice(("n", "f"), "s", ("own:8080", "p:8080"))
+        assert state.usable == ["own:8080"]  # no new request goes to the pool pod
+        await asyncio.sleep(0.01)
+        assert claimer.retired == []  # a request is still in flight there
+        state.release("p:8080")
+        await asyncio.sleep(0.2)
+        assert claimer.retired == ["pool-pod"]
+        assert gateway.metrics.cold.labels("n", "f", "pool")._sum.get() > 0
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_specialisation_falls_back_to_the_functions_own_pod():
+    async def scenario():
+        claimer = _FakeClaimer(specialise_problem="HTTP 422: SyntaxError")
+        gateway, state = _pool_gateway(claimer)
+        acquiring = asyncio.ensure_future(gateway._acquire(state, time.monotonic()))
+        await asyncio.sleep(0.05)
+        assert claimer.retired == ["pool-pod"] and not acquiring.done()  # still waiting: the plain cold path
+        gateway.table.set_slice(("n", "f"), "s", ("own:8080",))
+        assert await acquiring == "own:8080" and (state.cold_starts, state.pool_starts) == (1, 0)
+
+    asyncio.run(scenario())
