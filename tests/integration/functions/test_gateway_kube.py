@@ -1,6 +1,8 @@
 """The gateway's KubeRouteSource on the real local control plane, as the gateway's own ServiceAccount.
 
-CloudFunctions and EndpointSlices are written by the test (no operator): the gateway must learn a function,
+CloudFunctions and EndpointSlices are written by the test, with the session's operator stopped for it (an operator
+would give the function instances of its own: on kwok nodes they are "Ready" at once and the gateway would route to
+them instead of buffering): the gateway must learn a function,
 buffer a request while it has no ready endpoint, serve it once an EndpointSlice names a real runtime host,
 follow readiness, and forget the function when it is deleted. The CRD is the project's when crds/ has it, else a
 schemaless stand-in for this test only (removed afterwards).
@@ -61,6 +63,16 @@ def gateway_kubeconfig(kubeconfig, mpcloud_installed, tmp_path) -> Path:
     return install.service_account_kubeconfig(kubeconfig, tmp_path / "gateway.kubeconfig", name="mpcloud-gateway")
 
 
+@pytest.fixture
+def no_operator(running_operator, operator_factory):
+    """No operator acts during the test; a fresh session operator afterwards (tests/integration/conftest.py)."""
+    import signal
+
+    assert running_operator["op"].stop(signal.SIGTERM) == 0
+    yield
+    running_operator["op"] = operator_factory("after-gateway-kube").start().wait_ready()
+
+
 def _slice(namespace: str, function: str, address: str, port: int, ready: bool) -> dict:
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
             "metadata": {"name": f"cf-{function}-test", "namespace": namespace,
@@ -70,7 +82,7 @@ def _slice(namespace: str, function: str, address: str, port: int, ready: bool) 
 
 
 def test_gateway_routes_from_cloudfunctions_and_endpointslices(kubeconfig, cloudfunction_crd, gateway_kubeconfig,
-                                                               namespace, procs, tmp_path):
+                                                               namespace, procs, tmp_path, no_operator):
     def apply(obj: dict) -> None:
         install.kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(obj))
 
