@@ -89,11 +89,13 @@ def server_args(base: Path, ports: dict[str, int]) -> list[str]:
     ]
 
 
-def gateway_args(base: Path, ports: dict[str, int], address: str) -> list[str]:
-    """An extra S3 gateway on `address` over the same filer (same port number, another address)."""
+def gateway_args(base: Path, ports: dict[str, int], address: str, grpc_port: int) -> list[str]:
+    """An extra S3 gateway on `address` over the same filer (same port number, another address). Its gRPC port
+    is explicit: `-port.grpc=0` means "S3 port + 10000" to weed, which is no port at all for an S3 port above
+    55535 (free ports come from the ephemeral range: "listen tcp: address 70317: invalid port")."""
     return [
         "s3", f"-filer=127.0.0.1:{ports['filer']}.{ports['filer_grpc']}", f"-ip.bind={address}",
-        f"-port={ports['s3']}", "-port.grpc=0", f"-config={base / 's3.json'}", "-iam.readOnly=true",
+        f"-port={ports['s3']}", f"-port.grpc={grpc_port}", f"-config={base / 's3.json'}", "-iam.readOnly=true",
         "-port.iceberg=0", "-port.lance=0", f"-localSocket={local_socket(base, f's3-{address}')}",
     ]
 
@@ -258,7 +260,7 @@ def up(base: Path | None = None, s3_port: int = DEFAULT_S3_PORT, listen: list[st
         _stop_gateways(base)
         (base / "listen").write_text("\n".join(listen) + "\n")
         for address in listen:
-            proc = _spawn(base, gateway_args(base, chosen, address), f"s3-{address}")
+            proc = _spawn(base, gateway_args(base, chosen, address, free_port(None)), f"s3-{address}")
             wait_ready(url(base, address), access, secret, proc, timeout, f"SeaweedFS S3 gateway on {address}",
                        base / f"s3-{address}.log", write=False)
     return url(base)
